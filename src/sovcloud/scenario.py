@@ -17,6 +17,7 @@ __all__ = ["Scenario", "load_scenario"]
 class Scenario(BaseModel):
     accelerators: list[Accelerator]
     models: list[ModelArch]
+    sites: list[Any] = []
 
     def chip(self, chip_id: str) -> Accelerator:
         for a in self.accelerators:
