@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sovcloud.compiled import World, compile
+from sovcloud.scenario import load_scenario
+from sovcloud.world import Scenario
+
+
+@pytest.fixture(scope="session")
+def scenario() -> Scenario:
+    return load_scenario()
+
+
+@pytest.fixture(scope="session")
+def world(scenario: Scenario) -> World:
+    return compile(scenario)
+
+
+@pytest.fixture
+def write(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Write a scenario overlay file and return its path."""
+
+    def _write(text: str, name: str = "s.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return _write

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from sovcloud.cli import app
+
+runner = CliRunner()
+
+
+def test_show_default_scenario() -> None:
+    result = runner.invoke(app, ["show"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "30 active regions with 102 availability zones" in out
+    assert "headline: 29 regions / 91 zones" in out
+    for needle in ("sa-brazil-sao-paulo", "eu-netherlands", "eu-west-2", "thead-ppu-zhenwu-810e",
+                   "qwen3-omni-30b-a3b", "of world population"):
+        assert needle in out
+    share = float(out.split("% of world population")[0].rsplit("= ", 1)[1])
+    assert share >= 95.0
+
+
+def test_validate_ok(write) -> None:  # type: ignore[no-untyped-def]
+    path = write("extends: global-2025\nname: ok\n")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0 and "ok:" in result.output
+
+
+def test_validate_reports_each_problem_and_exits_2(write) -> None:  # type: ignore[no-untyped-def]
+    path = write(
+        "extends: global-2025\n"
+        "sites:\n"
+        "  - id: eu-central-1\n"
+        "    installed_chips: {h100: 8}\n"
+        "    pue: -1\n"
+    )
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "unknown chip 'h100'" in result.output and "pue" in result.output
+    assert "2 problems in scenario" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_console_script_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: global-2025\nsites: [\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "sovcloud.cli", "validate", str(bad)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "YAML syntax" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_scenario_is_one_line() -> None:
+    result = runner.invoke(app, ["show", "nope"])
+    assert result.exit_code == 2
+    assert "unknown scenario 'nope'" in result.output
+
+
+def test_schema_is_json_schema(tmp_path: Path) -> None:
+    out = tmp_path / "schema.json"
+    result = runner.invoke(app, ["schema", "--out", str(out)])
+    assert result.exit_code == 0
+    doc = json.loads(out.read_text())
+    assert "sites" in doc["properties"] and "required" in doc
+    overlay = runner.invoke(app, ["schema", "--overlay"])
+    assert '"required"' not in overlay.output
