@@ -8,10 +8,14 @@ from sovcloud.errors import ScenarioError, ScenarioNotFound
 from sovcloud.scenario import bundled_scenarios, load_scenario
 from sovcloud.world import Scenario
 
-CHIPS = ("h100-sxm h200-sxm b200 h20 a100-80gb-sxm l20 mi300x ascend-910b ascend-910c "
-         "thead-ppu-zhenwu-810e hanguang-800").split()
-MODELS = ("qwen3-omni-30b-a3b qwen3-235b-a22b qwen3-30b-a3b qwen3-32b qwen3-8b deepseek-v3 deepseek-r1 "
-          "llama-3.1-70b llama-3.3-70b llama-3.1-405b llama-2-70b mixtral-8x7b").split()
+CHIPS = [
+    "h100-sxm", "h200-sxm", "b200", "h20", "a100-80gb-sxm", "l20", "mi300x", "ascend-910b", "ascend-910c",
+    "thead-ppu-zhenwu-810e", "hanguang-800",
+]
+MODELS = [
+    "qwen3-omni-30b-a3b", "qwen3-235b-a22b", "qwen3-30b-a3b", "qwen3-32b", "qwen3-8b", "deepseek-v3",
+    "deepseek-r1", "llama-3.1-70b", "llama-3.3-70b", "llama-3.1-405b", "llama-2-70b", "mixtral-8x7b",
+]
 
 
 def test_default_scenario_catalog_ids(scenario: Scenario) -> None:

@@ -84,13 +84,21 @@ class SpeechDecoder(Record):
     code2wav_params: NonNegativeFloat = 0.0
 
 
+def _text_only_in() -> list[Literal["text", "image", "audio", "video"]]:
+    return ["text"]
+
+
+def _text_only_out() -> list[Literal["text", "speech"]]:
+    return ["text"]
+
+
 class ModelArch(Entity):
     """A served model's architecture, as in its public model card / config."""
 
     family: str
     license: str
-    modalities_in: list[Literal["text", "image", "audio", "video"]] = Field(default_factory=lambda: ["text"])
-    modalities_out: list[Literal["text", "speech"]] = Field(default_factory=lambda: ["text"])
+    modalities_in: list[Literal["text", "image", "audio", "video"]] = Field(default_factory=_text_only_in)
+    modalities_out: list[Literal["text", "speech"]] = Field(default_factory=_text_only_out)
     attention: Literal["mha", "gqa", "mla"]
     total_params: PositiveFloat
     active_params: PositiveFloat

@@ -99,7 +99,7 @@ def _site_available(scenario: Scenario, dates: list[dt.date]) -> tuple[NDArray[n
     return avail, delay_weeks
 
 
-def compile(scenario: Scenario) -> World:  # noqa: A001 - the documented name of this step
+def compile(scenario: Scenario) -> World:
     """Compile ``scenario`` into arrays over named dimensions (see module docstring)."""
     sc = scenario
     zones, sites, chips, models, workloads = (

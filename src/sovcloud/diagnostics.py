@@ -9,8 +9,8 @@ cross-checks read the raw merged data, so they run even when field validation fa
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -62,27 +62,29 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _all_field_names(models: Iterable[type[BaseModel]]) -> list[str]:
-    names: set[str] = set()
-    stack = list(models)
-    seen: set[type[BaseModel]] = set()
-    while stack:
-        m = stack.pop()
-        if m in seen:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _fields_at(model: type[BaseModel], loc: Path) -> list[str]:
+    """Field names of the record that holds the last element of ``loc`` (for spelling hints)."""
+    current: list[type[BaseModel]] = [model]
+    for part in loc[:-1]:
+        if isinstance(part, int) or not current:
             continue
-        seen.add(m)
-        names.update(m.model_fields)
-        for f in m.model_fields.values():
-            for arg in getattr(f.annotation, "__args__", ()) + (f.annotation,):
-                if isinstance(arg, type) and issubclass(arg, BaseModel):
-                    stack.append(arg)
-                for inner in getattr(arg, "__args__", ()):
-                    if isinstance(inner, type) and issubclass(inner, BaseModel):
-                        stack.append(inner)
-    return sorted(names)
+        nxt: list[type[BaseModel]] = []
+        for m in current:
+            field = m.model_fields.get(str(part))
+            if field is not None:
+                nxt.extend(_models_in(field.annotation))
+        if nxt:
+            current = nxt
+    return sorted({name for m in current for name in m.model_fields})
 
 
-def _hint(err: dict[str, Any], field_names: list[str]) -> tuple[str, str]:
+def _hint(err: dict[str, Any], model: type[BaseModel]) -> tuple[str, str]:
     """(message, fix hint) for one pydantic error."""
     kind = str(err["type"])
     msg = str(err["msg"])
@@ -91,7 +93,7 @@ def _hint(err: dict[str, Any], field_names: list[str]) -> tuple[str, str]:
     if kind == "missing":
         return "required field is missing", f"add '{last}' (see `sovcloud schema`)"
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(last, field_names, n=1)
+        close = difflib.get_close_matches(last, _fields_at(model, tuple(err["loc"])), n=1, cutoff=0.5)
         return "unknown field", (f"did you mean '{close[0]}'?" if close else "remove it or fix its spelling")
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
@@ -114,7 +116,6 @@ def _hint(err: dict[str, Any], field_names: list[str]) -> tuple[str, str]:
 
 def from_validation_error(exc: ValidationError, doc: Doc, model: type[BaseModel]) -> list[Problem]:
     """One Problem per pydantic error, located in the file and line the value came from."""
-    names = _all_field_names([model])
     problems = []
     for err in exc.errors(include_url=False):
         loc: Path = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -122,7 +123,7 @@ def from_validation_error(exc: ValidationError, doc: Doc, model: type[BaseModel]
         loc = tuple(p.split("]")[0].lstrip("[") if isinstance(p, str) and p.endswith("[key]") else p for p in loc)
         file, line = doc.locate(loc)
         value = _get(doc.data, loc)
-        message, hint = _hint(dict(err), names)
+        message, hint = _hint(dict(err), model)
         problems.append(Problem(file, line, display_path(doc.data, loc), _show(value), message, hint))
     return problems
 
@@ -204,10 +205,12 @@ def cross_check(doc: Doc) -> list[Problem]:
                 add(p + ("chips",), f"unknown chip '{chip}'",
                     "use a chip id, 'vendor:NAME', 'origin:CC' or '*'", chip)
     check_juris(("policies", "default_allowed"), _get(data, ("policies", "default_allowed")))
-    for path in [("operator", "hq_country")] + [p + ("country",) for p, _ in _items(data, ("sites",))]:
-        v = _get(data, path)
+    country_paths: list[Path] = [("operator", "hq_country")]
+    country_paths += [(*p, "country") for p, _ in _items(data, ("sites",))]
+    for cpath in country_paths:
+        v = _get(data, cpath)
         if isinstance(v, str) and v not in iso:
-            add(path, f"unknown country code '{v}'", "use an ISO 3166-1 alpha-2 code such as DE or CN")
+            add(cpath, f"unknown country code '{v}'", "use an ISO 3166-1 alpha-2 code such as DE or CN")
 
     # models and workloads named by demand
     tpu = _get(data, ("demand", "tokens_per_user_day"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import ScenarioError, Problem
+from .errors import Problem, ScenarioError
 from .rules import ExportRule
 from .world import Scenario
 

@@ -81,8 +81,9 @@ def read_document(source: str | Path, _chain: tuple[str, ...] = ()) -> Doc:
     try:
         parent = read_document(target, _chain + (name,))
     except ScenarioNotFound as exc:
-        raise ScenarioError([Problem(str(path), doc.locate(("extends",))[1], "extends", repr(base), str(exc),
-                                     f"use a bundled scenario ({', '.join(bundled_scenarios())}) or a file path")]) from exc
+        hint = f"use a bundled scenario ({', '.join(bundled_scenarios())}) or a file path"
+        problem = Problem(str(path), doc.locate(("extends",))[1], "extends", repr(base), str(exc), hint)
+        raise ScenarioError([problem]) from exc
     return merge(parent, doc)
 
 
