@@ -22,7 +22,7 @@ from .world import Scenario
 from .yamlio import Doc, merge, read_yaml
 from .zones import generate_zones
 
-__all__ = ["DEFAULT_SCENARIO", "Scenario", "bundled_scenarios", "load_scenario", "read_document"]
+__all__ = ["DEFAULT_SCENARIO", "Scenario", "bundled_scenarios", "load_scenario", "read_document", "validate_document"]
 
 DEFAULT_SCENARIO = "global-2025"
 
@@ -87,7 +87,8 @@ def read_document(source: str | Path, _chain: tuple[str, ...] = ()) -> Doc:
     return merge(parent, doc)
 
 
-def _validate(doc: Doc) -> Scenario:
+def validate_document(doc: Doc) -> Scenario:
+    """Validate a merged document into a Scenario (every problem at once); generate zones if none."""
     problems: list[Problem] = []
     scenario: Scenario | None = None
     try:
@@ -105,11 +106,11 @@ def _validate(doc: Doc) -> Scenario:
 
 @lru_cache(maxsize=4)
 def _load_bundled(name: str) -> Scenario:
-    return _validate(read_document(name))
+    return validate_document(read_document(name))
 
 
 def load_scenario(source: str | Path = DEFAULT_SCENARIO) -> Scenario:
     """Load and validate a scenario; raises :class:`ScenarioError` listing every problem."""
     if isinstance(source, str) and source in bundled_scenarios():
         return _load_bundled(source)
-    return _validate(read_document(source))
+    return validate_document(read_document(source))
