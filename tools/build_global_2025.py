@@ -24,6 +24,7 @@ OUT = Path(__file__).resolve().parents[1] / "src/sovcloud/data/global-2025/sites
 MW_PER_AZ = 8.0  # IT power usable for AI serving per availability zone today
 EXPAND_CAPEX_PER_MW = 10.0e6  # industry rule of thumb for hyperscale build cost per MW of IT load
 BUILD_CAPEX_PER_MW = 11.0e6
+BUILD_FIXED_CAPEX = 40.0e6  # land, grid connection and campus works of a new site
 OPEX_PER_MW_YEAR = 0.4e6
 HOT_HUMID = {"SG", "MY", "ID", "PH", "TH", "AE", "SA", "HK"}
 PRICE_ASSUMED = {"HK": 0.15, "ID": 0.09, "PH": 0.17, "JP": 0.17, "BR": 0.10, "MX": 0.10}
@@ -121,7 +122,8 @@ def candidates(grid: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "id": "sa-brazil-sao-paulo", "name": "Brazil (Sao Paulo) - announced", "city": "Sao Paulo",
             "country": "BR", "lat": -23.551, "lon": -46.633, "kind": "candidate", "status": "announced",
-            "options": [{"id": "build", "kind": "build", "capex_usd_per_mw": BUILD_CAPEX_PER_MW,
+            "options": [{"id": "build", "kind": "build", "fixed_capex_usd": BUILD_FIXED_CAPEX,
+                         "capex_usd_per_mw": BUILD_CAPEX_PER_MW,
                          "opex_usd_per_mw_year": OPEX_PER_MW_YEAR, "lead_time_months": 18,
                          "power_cap_mw": {2026: 30.0, 2027: 60.0}}],
             "pue": 1.3, "wue_l_per_kwh": 0.3,
@@ -131,14 +133,16 @@ def candidates(grid: dict[str, Any]) -> list[dict[str, Any]]:
             "sources": {"*": "Apsara 2025-09-24: first datacentre in Brazil (news.az; investnews.com.br); "
                              "Sao Paulo reported hub (news.hanna-ai.com)",
                         "carbon_g_per_kwh": grid["meta"]["ember_owid_source"]},
-            "assumptions": {**common_ass, "options": "18-month build, 30 MW by 2026 and 60 MW by 2027",
+            "assumptions": {**common_ass, "options": "18-month build, 30 MW by 2026 and 60 MW by 2027; US$40M to open "
+                                                     "(land, grid connection), US$11M per MW",
                             "electricity_usd_per_kwh": "no reliable price in the facts"},
         },
         {
             "id": "eu-netherlands", "name": "Netherlands - announced", "city": "Amsterdam (assumed)",
             "country": "NL", "lat": round(ams.lat, 4), "lon": round(ams.lon, 4),
             "kind": "candidate", "status": "announced",
-            "options": [{"id": "build", "kind": "build", "capex_usd_per_mw": BUILD_CAPEX_PER_MW,
+            "options": [{"id": "build", "kind": "build", "fixed_capex_usd": BUILD_FIXED_CAPEX,
+                         "capex_usd_per_mw": BUILD_CAPEX_PER_MW,
                          "opex_usd_per_mw_year": OPEX_PER_MW_YEAR, "lead_time_months": 18,
                          "power_cap_mw": {2026: 20.0, 2027: 50.0}}],
             "pue": 1.2, "wue_l_per_kwh": 0.3,
@@ -149,7 +153,8 @@ def candidates(grid: dict[str, Any]) -> list[dict[str, Any]]:
                         "electricity_usd_per_kwh": nl_src,
                         "carbon_g_per_kwh": grid["meta"]["ember_owid_source"]},
             "assumptions": {**common_ass, "lat": "no city published: Amsterdam (GeoNames) assumed",
-                            "lon": "as lat", "options": "18-month build; 20 MW by 2026, 50 MW by 2027"},
+                            "lon": "as lat", "options": "18-month build; 20 MW by 2026, 50 MW by 2027; US$40M to open, "
+                                                        "US$11M per MW"},
         },
         {
             "id": "eu-frankfurt-colo", "name": "Germany (Frankfurt) - partner colocation", "city": "Frankfurt",

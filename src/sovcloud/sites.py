@@ -25,6 +25,7 @@ class SiteOption(Record):
     id: Id
     kind: OptionKind
     partner: str | None = Field(None, description="lessor for a colocation lease")
+    fixed_capex_usd: NonNegativeFloat = Field(0.0, description="one-off cost of opening (land, grid connection)")
     capex_usd_per_mw: NonNegativeFloat = Field(0.0, description="one-off cost per MW of IT power (build)")
     opex_usd_per_mw_year: NonNegativeFloat = Field(0.0, description="fixed operations cost per MW-year")
     lease_usd_per_kw_month: NonNegativeFloat = Field(0.0, description="colocation rent per kW of IT power")

@@ -18,7 +18,7 @@ from .errors import UnknownEntity
 from .rules import Policies
 from .sites import Site
 
-__all__ = ["Headline", "Horizon", "Operator", "Programme", "Scenario"]
+__all__ = ["Headline", "Horizon", "Operator", "Planning", "Programme", "Scenario"]
 
 _E = TypeVar("_E", bound=Entity)
 
@@ -64,6 +64,27 @@ class Headline(Entity):
     as_of: str
 
 
+class Planning(Record):
+    """Planner settings that belong to the scenario (the CLI can override the solver ones)."""
+
+    time_slices: PositiveInt = Field(6, description="slices of the representative day; must divide 24")
+    unserved_penalty_usd_per_mtok: float = Field(
+        2.0, gt=0, description="cost of a million tokens of demand left unserved (lost revenue)"
+    )
+    resilience_share: float = Field(
+        0.5, ge=0, le=1, description="share of a residency group's served peak that must survive losing any one site"
+    )
+    objective: Literal["cost", "served"] = "cost"
+    mip_gap: float = Field(0.01, gt=0, lt=1)
+    time_limit_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _slices(self) -> Planning:
+        if 24 % self.time_slices:
+            raise ValueError(f"time_slices {self.time_slices} does not divide 24; use 1, 2, 3, 4, 6, 8, 12 or 24")
+        return self
+
+
 class Scenario(Record):
     """The whole world model of one planning run."""
 
@@ -80,6 +101,7 @@ class Scenario(Record):
     demand: DemandAssumptions
     policies: Policies
     programme: Programme
+    planning: Planning = Field(default_factory=Planning)
 
     @staticmethod
     def _find(items: list[_E], key: str, what: str) -> _E:
