@@ -16,6 +16,8 @@ from typing import ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
+from .cli_latency import latency_command
+from .cli_perf import perf_command
 from .compiled import compile as compile_world
 from .display import show_world
 from .errors import ScenarioError, SovcloudError
@@ -111,6 +113,14 @@ def schema(
     else:
         out.write_text(text + "\n", encoding="utf-8")
         _out.print(f"wrote {out}", markup=False)
+
+
+app.command("perf", help="Inference performance of a model on a chip: fit, batch, TTFT, TPOT, goodput per chip.")(
+    perf_command
+)
+app.command("latency", help="Estimated network round trip between two places (city, country, site id, lat,lon).")(
+    latency_command
+)
 
 
 def main() -> None:

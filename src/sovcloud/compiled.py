@@ -28,6 +28,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from .geo import countries, haversine_km
+from .latency import rtt_ms
 from .policy import export_masks, policy_dates, residency_mask
 from .vocab import PRECISION_BYTES
 from .world import Scenario
@@ -137,6 +138,7 @@ def compile(scenario: Scenario) -> World:
     demand = ((users * surge)[:, None, None, None, None] * tpud[None, :, :, None, None]
               * growth[None, None, None, :, None] * np.transpose(shape, (1, 0, 2))[:, None, :, None, :] / 24.0)
 
+    distance = haversine_km(z_lat[:, None], z_lon[:, None], s_lat[None], s_lon[None])
     residency, governing = residency_mask(sc)
     export = export_masks(sc)
     available, screening_weeks = _site_available(sc, dates)
@@ -187,7 +189,8 @@ def compile(scenario: Scenario) -> World:
             "workload_rtt_budget_ms": ("workload", np.array([w.rtt_budget_ms or np.nan for w in workloads])),
             "workload_deadline_h": ("workload", np.array([w.deadline_h or np.nan for w in workloads])),
             "workload_kind": ("workload", np.array([w.kind for w in workloads])),
-            "distance_km": (("zone", "site"), haversine_km(z_lat[:, None], z_lon[:, None], s_lat[None], s_lon[None])),
+            "distance_km": (("zone", "site"), distance),
+            "rtt_ms": (("zone", "site"), rtt_ms(distance)),
             "residency": (("zone", "site"), residency),
             "residency_rule": ("zone", np.array(governing)),
             "export_status": (("chip", "site", "period"), export.status),

@@ -1,0 +1,83 @@
+"""``sovcloud perf``: one performance estimate as a table or JSON.
+
+The lead's CLI registers :func:`perf_command` with ``app.command("perf")(perf_command)``.
+Invalid inputs raise :mod:`sovcloud.errors` exceptions (mapped to one-line messages, exit 2);
+a model that cannot run prints its reason with ``fits``/``ok`` false (exit 0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import PhysicsError
+from .perf import SCENARIOS, PerfResult, estimate
+
+__all__ = ["perf_command", "render_table"]
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return "-" if value is None else str(value)
+
+
+def render_table(result: PerfResult) -> Table:
+    """A two-column rich table of ``result``."""
+    title = f"{result.model} on {result.chips} x {result.chip} ({result.precision})"
+    table = Table(title=title, show_header=True)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [
+        ("fits", result.fits),
+        ("meets SLOs", result.meets_slo),
+        ("reason", result.reason),
+        ("batch (of max)", f"{result.batch} (of {result.max_batch})"),
+        ("TTFT s", result.ttft_s),
+        ("TPOT s", result.tpot_s),
+        ("prefill tokens/s", result.prefill_tokens_per_s),
+        ("decode tokens/s", result.decode_tokens_per_s),
+        ("output tokens/s/chip", result.output_tokens_per_s_per_chip),
+        ("bound", result.bound),
+        ("weights GB", result.weight_gb),
+        (f"KV GB per sequence ({result.kv_precision})", result.kv_gb_per_sequence),
+        ("KV budget GB", result.kv_budget_gb),
+    ]
+    for name, value in rows:
+        table.add_row(name, _fmt(value))
+    return table
+
+
+def perf_command(
+    model: str = typer.Option(..., "--model", help="model id, e.g. llama-3.1-70b"),
+    chip: str = typer.Option(..., "--chip", help="accelerator id, e.g. h100-sxm"),
+    chips: int = typer.Option(1, "--chips", help="chips in the tensor-parallel group"),
+    precision: str = typer.Option("bf16", "--precision", help="bf16, fp16, fp8, fp4 or int8"),
+    input_tokens: int = typer.Option(..., "--input", help="input (prompt) tokens per request"),
+    output_tokens: int = typer.Option(..., "--output", help="output tokens per request"),
+    ttft: float | None = typer.Option(None, "--ttft", help="time-to-first-token SLO, s"),
+    tpot: float | None = typer.Option(None, "--tpot", help="time-per-output-token SLO, s"),
+    scenario: str | None = typer.Option(
+        None, "--scenario", help=f"named SLOs: {', '.join(SCENARIOS)} (--ttft/--tpot override)"
+    ),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Estimate batch, TTFT, TPOT and goodput per chip of one deployment."""
+    ttft_slo, tpot_slo = ttft, tpot
+    if scenario is not None:
+        named = SCENARIOS.get(scenario)
+        if named is None:
+            raise PhysicsError(f"unknown scenario '{scenario}'; use one of {', '.join(SCENARIOS)}")
+        ttft_slo = ttft if ttft is not None else named[0]
+        tpot_slo = tpot if tpot is not None else named[1]
+    result = estimate(model, chip, chips, precision, input_tokens, output_tokens, ttft_slo, tpot_slo)
+    if json_out:
+        typer.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        Console().print(render_table(result))
