@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from .geo import countries, haversine_km
 from .latency import rtt_ms
 from .policy import export_masks, policy_dates, residency_mask
+from .shocks import apply_shocks
 from .vocab import PRECISION_BYTES
 from .world import Scenario
 
@@ -101,8 +102,8 @@ def _site_available(scenario: Scenario, dates: list[dt.date]) -> tuple[NDArray[n
 
 
 def compile(scenario: Scenario) -> World:
-    """Compile ``scenario`` into arrays over named dimensions (see module docstring)."""
-    sc = scenario
+    """Compile ``scenario`` (its shocks applied first) into arrays over named dimensions."""
+    sc = apply_shocks(scenario) if scenario.shocks else scenario
     zones, sites, chips, models, workloads = (
         sc.demand.zones, sc.sites, sc.accelerators, sc.models, sc.workloads)
     periods = list(sc.horizon.periods)
@@ -206,7 +207,7 @@ def compile(scenario: Scenario) -> World:
             "model": [m.id for m in models], "workload": [w.id for w in workloads],
             "period": periods, "hour": hours, "precision": precisions,
         },
-        attrs={"scenario": sc.name, "operator_hq": sc.operator.hq_country,
+        attrs={"scenario": sc.name, "operator_hq": sc.operator.hq_country, "shocks": "; ".join(sc.applied_shocks),
                "budget_total_usd": sc.policies.budget.total_usd},
     )
     return World(scenario=sc, ds=ds)

@@ -16,6 +16,7 @@ from .demand import DemandAssumptions, DemandZone, Workload
 from .entity import Entity, Record
 from .errors import UnknownEntity
 from .rules import Policies
+from .shocks import Shock
 from .sites import Site
 
 __all__ = ["Headline", "Horizon", "Operator", "Planning", "Programme", "Scenario"]
@@ -102,6 +103,8 @@ class Scenario(Record):
     policies: Policies
     programme: Programme
     planning: Planning = Field(default_factory=Planning)
+    shocks: list[Shock] = Field(default_factory=list, description="overlays applied when the scenario is compiled")
+    applied_shocks: list[str] = Field(default_factory=list, description="shocks already applied (labels)")
 
     @staticmethod
     def _find(items: list[_E], key: str, what: str) -> _E:

@@ -1,0 +1,137 @@
+"""The greedy baseline planner: nearest allowed site, cheapest available chip.
+
+For each period in order: every demand group's peak rate (batch: its daily mean) goes to its
+nearest feasible site (population-weighted RTT; residency, latency and availability respected),
+except the resilience share, which goes to the second-nearest feasible site;
+at each site each (model, workload) load gets the chip with the lowest capital cost per unit of
+goodput among the chips export control allows there; servers are bought to cover the load (on top
+of the fleet already bought), clipped by power caps, supply caps and the period budget in that
+order. The decisions are then fixed in the same optimisation model and its LP is solved for the
+routing, energy and costs, so the baseline and the optimised plan are costed identically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from .planinputs import PlanInputs
+from .planmodel import BuiltModel
+from .solver import SolveResult, solve_fixed
+
+__all__ = ["greedy_decisions", "solve_greedy"]
+
+
+def _site_loads(pi: PlanInputs) -> np.ndarray:
+    """Peak load [site, model, workload, period] (Mtok/h) sent to each group's nearest site."""
+    d, ds = pi.ds, pi.world.ds
+    S, P = len(d.site), len(d.period)
+    load = np.zeros((S, len(d.model), len(d.workload), P))
+    pop = ds.zone_population.values
+    rtt = ds.rtt_ms.values
+    m_index = {str(m): i for i, m in enumerate(d.model.values)}
+    for wi, w in enumerate(d.workload.values):
+        dem = pi.demand.get(str(w))
+        if dem is None:
+            continue
+        g = dem.ds
+        G = len(g.group)
+        onehot = np.zeros((len(pop), G))
+        onehot[np.arange(len(pop)), dem.zone_group] = 1.0
+        weight = onehot * np.maximum(pop, 1.0)[:, None]
+        rtt_g = (weight.T @ rtt) / weight.sum(axis=0)[:, None]  # [g, s]
+        peak = g.demand.sum("slice").values * pi.slice_hours / 24.0 if dem.kind == "batch" \
+            else g.demand.max("slice").values  # [g, m', p]
+        mi = [m_index[str(m)] for m in g.model.values]
+        rho = pi.world.scenario.planning.resilience_share
+        for pi_, _p in enumerate(d.period.values):
+            ok = g.route.values & d.site_available.values[None, :, pi_]
+            cost = np.where(ok, rtt_g, np.inf)
+            order = np.argsort(cost, axis=1)
+            nearest, second = order[:, 0], order[:, 1]
+            has = np.isfinite(cost[np.arange(G), nearest])
+            has2 = has & np.isfinite(cost[np.arange(G), second])
+            # resilience: the second-nearest site takes the share that must survive losing the nearest
+            split = np.where(has2, min(rho, 0.5), 0.0)
+            for k, m in enumerate(mi):
+                np.add.at(load[:, m, wi, pi_], nearest[has], peak[has, k, pi_] * (1 - split[has]))
+                np.add.at(load[:, m, wi, pi_], second[has2], peak[has2, k, pi_] * split[has2])
+    return load
+
+
+def greedy_decisions(pi: PlanInputs) -> dict[str, xr.DataArray]:
+    """Servers bought [site, chip, bought], built MW and openings [site, period] of the baseline."""
+    d = pi.ds
+    S, C, P = len(d.site), len(d.chip), len(d.period)
+    load = _site_loads(pi)
+    cap = d.cap.values  # [m, c, w]
+    n = d.server_chips.values.astype(float)
+    servers = np.zeros((S, C, P))
+    built = np.zeros((S, P))
+    fleet = np.zeros((S, C))
+    spent_total = 0.0
+    server_mw = n * d.chip_full_mw.values
+    for p in range(P):
+        allowed = d.export_allowed.values[:, :, p].T  # [s, c]
+        price = d.capex_server.values[:, :, p].T / n[None, :]  # US$M per chip [s, c]
+        chips_needed = np.zeros((S, C))
+        for m in range(cap.shape[0]):
+            for w in range(cap.shape[2]):
+                if not load[:, m, w, p].any():
+                    continue
+                per_rate = np.where(allowed & (cap[m, :, w] > 0)[None, :], price / np.where(cap[m, :, w] > 0,
+                                                                                        cap[m, :, w], 1.0), np.inf)
+                best = np.argmin(per_rate, axis=1)
+                feasible = np.isfinite(per_rate[np.arange(S), best])
+                rows = np.flatnonzero(feasible & (load[:, m, w, p] > 0))
+                chips_needed[rows, best[rows]] += load[rows, m, w, p] / cap[m, best[rows], w]
+        buy = np.maximum(np.ceil(chips_needed / n[None, :] - 1e-9) - fleet, 0.0) * allowed
+        # power: scale purchases down to what installed + option power can feed
+        power_cap = d.installed_mw.values[:, p] + d.option_cap_mw.values[:, p]
+        need = ((fleet + buy) * server_mw[None, :]).sum(axis=1)
+        over = need > power_cap + 1e-9
+        if over.any():
+            room = np.maximum(power_cap - (fleet * server_mw[None, :]).sum(axis=1), 0.0)
+            want = (buy * server_mw[None, :]).sum(axis=1)
+            scale = np.where(over & (want > 0), room / np.where(want > 0, want, 1.0), 1.0)
+            buy = np.floor(buy * scale[:, None])
+        # supply caps per chip
+        supply = d.supply_servers.values[:, p]
+        total = buy.sum(axis=0)
+        scale_c = np.where(np.isfinite(supply) & (total > supply), supply / np.where(total > 0, total, 1.0), 1.0)
+        buy = np.floor(buy * scale_c[None, :])
+        # budget of the period (and what is left of the total)
+        capex = float((buy * d.capex_server.values[:, :, p].T).sum())
+        site_need = np.maximum(((fleet + buy) * server_mw[None, :]).sum(axis=1) - d.installed_mw.values[:, p], 0.0)
+        b = np.minimum(np.maximum(site_need, built[:, p - 1] if p else 0.0), d.option_cap_mw.values[:, p])
+        capex_sites = float(((b - (built[:, p - 1] if p else 0.0)) * d.capex_per_mw.values).sum())
+        limit = min(float(d.budget.values[p]), d.attrs["budget_total"] - spent_total)
+        if capex + capex_sites > limit and capex > 0:
+            buy = np.floor(buy * max(0.0, (limit - capex_sites) / capex))
+            capex = float((buy * d.capex_server.values[:, :, p].T).sum())
+        servers[:, :, p] = buy
+        fleet += buy
+        need = (fleet * server_mw[None, :]).sum(axis=1)
+        built[:, p] = np.minimum(np.maximum(np.maximum(need - d.installed_mw.values[:, p], 0.0),
+                                            built[:, p - 1] if p else 0.0), d.option_cap_mw.values[:, p])
+        spent_total += capex + capex_sites
+    coords = {"site": d.site.values, "chip": d.chip.values}
+    out = {
+        "servers": xr.DataArray(servers, dims=("site", "chip", "bought"),
+                                coords={**coords, "bought": d.period.values}),
+        "built": xr.DataArray(built, dims=("site", "period"), coords={"site": d.site.values,
+                                                                     "period": d.period.values}),
+    }
+    opened = (built > 1e-9).astype(float)
+    out["opened"] = xr.DataArray(np.maximum.accumulate(opened, axis=1), dims=("site", "period"),
+                                 coords={"site": d.site.values, "period": d.period.values})
+    return out
+
+
+def solve_greedy(bm: BuiltModel) -> SolveResult:
+    """Greedy decisions, evaluated on the planning model's LP (same routing, energy and costs)."""
+    decisions = greedy_decisions(bm.inputs)
+    fixed = {k: v for k, v in decisions.items() if k in bm.model.variables}
+    if "opened" in fixed:
+        fixed["opened"] = fixed["opened"].sel(site=bm.model.variables["opened"].labels.coords["site"].values)
+    return solve_fixed(bm.model, fixed, source="greedy")
