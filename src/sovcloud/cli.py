@@ -21,7 +21,11 @@ from .cli_perf import perf_command
 from .compiled import compile as compile_world
 from .display import show_world
 from .errors import ScenarioError, SovcloudError
+from .plan import PlanOptions, make_plan
+from .planio import write_plan
+from .planreport import print_summary
 from .scenario import DEFAULT_SCENARIO, load_scenario
+from .shocks import parse_shock
 from .world import Scenario
 
 __all__ = ["app", "main"]
@@ -83,6 +87,42 @@ def validate(path: str = typer.Argument(..., help="scenario YAML file (or bundle
         f"{int(world.ds.residency.sum())} allowed zone-site pairs",
         markup=False, highlight=False,
     )
+
+
+@app.command()
+@cli_errors
+def plan(
+    path: str = typer.Argument(None, help="scenario YAML or bundled name (default global-2025)"),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="folder for plan.json and the Parquet tables"),
+    time_limit: float = typer.Option(None, "--time-limit", help="solver time limit in seconds (default 60)"),
+    gap: float = typer.Option(None, "--gap", help="relative MIP gap to stop at (default 0.01)"),
+    objective: str = typer.Option(None, "--objective", help="cost (default) or served"),
+    solver: str = typer.Option("milp", "--solver", help="milp (default) or greedy (the baseline)"),
+    shock: list[str] = typer.Option(None, "--shock", help="overlay kind:target[:factor][@when], repeatable"),
+    compare_greedy: bool = typer.Option(True, "--compare-greedy/--no-compare-greedy",
+                                        help="also solve the greedy baseline and report the saving"),
+) -> None:
+    """Plan the multi-year buildout (sites, chips, flows) at the lowest cost, and explain shortfalls."""
+    if solver not in ("milp", "greedy"):
+        raise SovcloudError(f"--solver {solver!r} is not known; use milp or greedy")
+    if objective not in (None, "cost", "served"):
+        raise SovcloudError(f"--objective {objective!r} is not known; use cost or served")
+    if time_limit is not None and time_limit <= 0:
+        raise SovcloudError(f"--time-limit {time_limit} must be positive, e.g. 60")
+    if gap is not None and not 0 < gap < 1:
+        raise SovcloudError(f"--gap {gap} must be between 0 and 1, e.g. 0.01")
+    shocks = [parse_shock(s) for s in (shock or [])]
+    sc = _scenario(path)
+    options = PlanOptions(solver="greedy" if solver == "greedy" else "milp",
+                          objective="served" if objective == "served" else ("cost" if objective else None),
+                          time_limit_s=time_limit, mip_gap=gap, shocks=shocks)
+    with _out.status("solving the buildout plan ..."):
+        result = make_plan(sc, options)
+        greedy = make_plan(sc, PlanOptions(solver="greedy", shocks=shocks)) \
+            if compare_greedy and solver == "milp" else None
+    print_summary(result, _out, greedy)
+    written = write_plan(result, out, greedy)
+    _out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False, highlight=False)
 
 
 def _strip_required(node: object) -> None:
