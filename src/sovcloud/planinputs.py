@@ -153,7 +153,15 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
     fixed = np.zeros(S)
     annual_mw = np.zeros(S)  # opex + lease per MW-year, US$M
     opt_crf = np.zeros(S)
+    space_cap = np.full(S, np.inf)  # racks; inf where no option states a cap
+    water_cap = np.full(S, np.inf)  # m3 per year
     for i, site in enumerate(sc.sites):
+        racks = [o.space_cap_racks for o in site.options if o.space_cap_racks is not None]
+        water = [o.water_cap_m3_per_year for o in site.options if o.water_cap_m3_per_year is not None]
+        if racks:
+            space_cap[i] = float(sum(racks))
+        if water:
+            water_cap[i] = float(sum(water))
         for o in site.options:
             ready = start + dt.timedelta(days=o.lead_time_months * 30.44)
             for j, (p, d) in enumerate(zip(periods, dates, strict=True)):
@@ -192,6 +200,9 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
             "annual_per_mw": ("site", annual_mw), "option_crf": ("site", opt_crf),
             "candidate": ("site", ds.site_kind.values == "candidate"),
             "pue": ("site", ds.site_pue.values),
+            "wue": ("site", ds.site_wue_l_per_kwh.values),
+            "space_cap_racks": ("site", space_cap), "water_cap_m3": ("site", water_cap),
+            "rack_servers": ("chip", np.array([float(c.rack_servers) for c in chips])),
             "energy_price": ("site", ds.site_electricity_usd_per_kwh.values * 1000 / 1e6),  # US$M per MWh
             "renewable_max": ("site", ds.site_renewable_max_share.values),
             "renewable_price": ("site", ds.site_renewable_usd_per_mwh.values / 1e6),

@@ -24,6 +24,7 @@ Constraints
     options     built[s, p] <= cap_mw[s, p] (* opened[s, p] for candidates); built, opened non-decreasing
     supply      sum_s servers[s, c, b] <= supply[c, b]
     budget      capex[b] <= budget[b];  sum_b capex[b] <= budget_total
+    space/water sum_c fleet / rack_servers_c <= racks_s;  WUE_s * E_IT[s, p] <= water_s  (where stated)
     renewables  renew[s, p] <= rmax_s * E[s, p];  sum_s renew[s, p] + miss_p >= target_p * sum_s E[s, p]
                 (miss_p >= 0 priced at US$1,000/MWh: a missed target is explicit, never infeasible)
     resilience  for every R with |A_R| >= 2 and every k in A_R:
@@ -192,6 +193,17 @@ def _build(pi: PlanInputs, objective: str, resilience_share: float | None,
     energy = ((fleet * idle_mw * 8760.0).sum("chip") + (busy * dyn_mw).sum("chip")) * d.pue  # facility MWh
     renew = m.add_variables(lower=0, coords=[_idx("site", sites), _idx("period", periods)], name="renew")
     m.add_constraints(renew - d.renewable_max * energy <= 0, name="renewable_max")
+    # space (racks) and water caps, where an option states one
+    has_space = np.isfinite(d.space_cap_racks.values)
+    if has_space.any():
+        ss = sites[has_space]
+        m.add_constraints((fleet.sel(site=ss) / d.rack_servers).sum("chip") <= d.space_cap_racks.sel(site=ss),
+                          name="space")
+    has_water = np.isfinite(d.water_cap_m3.values)
+    if has_water.any():
+        ws = sites[has_water]
+        it_energy = energy.sel(site=ws) / d.pue.sel(site=ws)  # IT MWh; WUE is per IT kWh
+        m.add_constraints(it_energy * d.wue.sel(site=ws) <= d.water_cap_m3.sel(site=ws), name="water")
     targets = d.renewable_target.values > 0
     renew_gap = None
     if targets.any():
