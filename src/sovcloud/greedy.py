@@ -24,11 +24,9 @@ __all__ = ["greedy_decisions", "solve_greedy"]
 
 def _site_loads(pi: PlanInputs) -> np.ndarray:
     """Peak load [site, model, workload, period] (Mtok/h) sent to each group's nearest site."""
-    d, ds = pi.ds, pi.world.ds
+    d = pi.ds
     S, P = len(d.site), len(d.period)
     load = np.zeros((S, len(d.model), len(d.workload), P))
-    pop = ds.zone_population.values
-    rtt = ds.rtt_ms.values
     m_index = {str(m): i for i, m in enumerate(d.model.values)}
     for wi, w in enumerate(d.workload.values):
         dem = pi.demand.get(str(w))
@@ -36,10 +34,7 @@ def _site_loads(pi: PlanInputs) -> np.ndarray:
             continue
         g = dem.ds
         G = len(g.group)
-        onehot = np.zeros((len(pop), G))
-        onehot[np.arange(len(pop)), dem.zone_group] = 1.0
-        weight = onehot * np.maximum(pop, 1.0)[:, None]
-        rtt_g = (weight.T @ rtt) / weight.sum(axis=0)[:, None]  # [g, s]
+        rtt_g = g.rtt_ms.values  # population-weighted RTT [g, s]
         peak = g.demand.sum("slice").values * pi.slice_hours / 24.0 if dem.kind == "batch" \
             else g.demand.max("slice").values  # [g, m', p]
         mi = [m_index[str(m)] for m in g.model.values]
@@ -48,9 +43,9 @@ def _site_loads(pi: PlanInputs) -> np.ndarray:
             ok = g.route.values & d.site_available.values[None, :, pi_]
             cost = np.where(ok, rtt_g, np.inf)
             order = np.argsort(cost, axis=1)
-            nearest, second = order[:, 0], order[:, 1]
+            nearest, second = order[:, 0], order[:, min(1, order.shape[1] - 1)]
             has = np.isfinite(cost[np.arange(G), nearest])
-            has2 = has & np.isfinite(cost[np.arange(G), second])
+            has2 = has & (second != nearest) & np.isfinite(cost[np.arange(G), second])
             # resilience: the second-nearest site takes the share that must survive losing the nearest
             split = np.where(has2, min(rho, 0.5), 0.0)
             for k, m in enumerate(mi):
@@ -71,49 +66,58 @@ def greedy_decisions(pi: PlanInputs) -> dict[str, xr.DataArray]:
     fleet = np.zeros((S, C))
     spent_total = 0.0
     server_mw = n * d.chip_full_mw.values
+    installed = d.installed_mw.values
+    avail = d.site_available.values
+    # built MW never shrinks, so in period p it can reach at most the smallest option cap from p on
+    opt_min = np.minimum.accumulate(d.option_cap_mw.values[:, ::-1], axis=1)[:, ::-1]
+    # servers bought in p stay: they must fit every later period's power where the site serves
+    feed = np.where(avail, installed + opt_min, np.inf)
+    feed_min = np.minimum.accumulate(feed[:, ::-1], axis=1)[:, ::-1]
+    candidate = d.candidate.values & (d.option_cap_mw.values.max(axis=1) > 0)
+
+    def site_spend(p: int, fleet_after: np.ndarray) -> tuple[np.ndarray, float]:
+        prev = built[:, p - 1] if p else np.zeros(S)
+        need = (fleet_after * server_mw[None, :]).sum(axis=1)
+        b = np.minimum(np.maximum(np.maximum(need - installed[:, p], 0.0), prev), opt_min[:, p])
+        opening = candidate & (b > 1e-9) & (prev <= 1e-9)
+        return b, float(((b - prev) * d.capex_per_mw.values).sum() + d.fixed_capex.values[opening].sum())
+
     for p in range(P):
-        allowed = d.export_allowed.values[:, :, p].T  # [s, c]
+        allowed = d.export_allowed.values[:, :, p].T & avail[:, p][:, None]  # [s, c]
         price = d.capex_server.values[:, :, p].T / n[None, :]  # US$M per chip [s, c]
         chips_needed = np.zeros((S, C))
         for m in range(cap.shape[0]):
             for w in range(cap.shape[2]):
                 if not load[:, m, w, p].any():
                     continue
-                per_rate = np.where(allowed & (cap[m, :, w] > 0)[None, :], price / np.where(cap[m, :, w] > 0,
-                                                                                        cap[m, :, w], 1.0), np.inf)
+                rate = np.where(cap[m, :, w] > 0, cap[m, :, w], 1.0)
+                per_rate = np.where(allowed & (cap[m, :, w] > 0)[None, :], price / rate, np.inf)
                 best = np.argmin(per_rate, axis=1)
                 feasible = np.isfinite(per_rate[np.arange(S), best])
                 rows = np.flatnonzero(feasible & (load[:, m, w, p] > 0))
                 chips_needed[rows, best[rows]] += load[rows, m, w, p] / cap[m, best[rows], w]
         buy = np.maximum(np.ceil(chips_needed / n[None, :] - 1e-9) - fleet, 0.0) * allowed
-        # power: scale purchases down to what installed + option power can feed
-        power_cap = d.installed_mw.values[:, p] + d.option_cap_mw.values[:, p]
-        need = ((fleet + buy) * server_mw[None, :]).sum(axis=1)
-        over = need > power_cap + 1e-9
-        if over.any():
-            room = np.maximum(power_cap - (fleet * server_mw[None, :]).sum(axis=1), 0.0)
-            want = (buy * server_mw[None, :]).sum(axis=1)
-            scale = np.where(over & (want > 0), room / np.where(want > 0, want, 1.0), 1.0)
-            buy = np.floor(buy * scale[:, None])
+        # power: purchases scaled down to what this and every later period can feed
+        room = np.maximum(feed_min[:, p] - (fleet * server_mw[None, :]).sum(axis=1), 0.0)
+        want = (buy * server_mw[None, :]).sum(axis=1)
+        scale = np.where(want > room, room / np.where(want > 0, want, 1.0), 1.0)
+        buy = np.floor(buy * scale[:, None] + 1e-9)
         # supply caps per chip
         supply = d.supply_servers.values[:, p]
         total = buy.sum(axis=0)
         scale_c = np.where(np.isfinite(supply) & (total > supply), supply / np.where(total > 0, total, 1.0), 1.0)
-        buy = np.floor(buy * scale_c[None, :])
-        # budget of the period (and what is left of the total)
-        capex = float((buy * d.capex_server.values[:, :, p].T).sum())
-        site_need = np.maximum(((fleet + buy) * server_mw[None, :]).sum(axis=1) - d.installed_mw.values[:, p], 0.0)
-        b = np.minimum(np.maximum(site_need, built[:, p - 1] if p else 0.0), d.option_cap_mw.values[:, p])
-        capex_sites = float(((b - (built[:, p - 1] if p else 0.0)) * d.capex_per_mw.values).sum())
+        buy = np.floor(buy * scale_c[None, :] + 1e-9)
+        # budget of the period and what is left of the total, opening costs included
         limit = min(float(d.budget.values[p]), d.attrs["budget_total"] - spent_total)
+        capex = float((buy * d.capex_server.values[:, :, p].T).sum())
+        b, capex_sites = site_spend(p, fleet + buy)
         if capex + capex_sites > limit and capex > 0:
-            buy = np.floor(buy * max(0.0, (limit - capex_sites) / capex))
+            buy = np.floor(buy * max(0.0, (limit - capex_sites) / (capex + capex_sites)))
             capex = float((buy * d.capex_server.values[:, :, p].T).sum())
+            b, capex_sites = site_spend(p, fleet + buy)
         servers[:, :, p] = buy
         fleet += buy
-        need = (fleet * server_mw[None, :]).sum(axis=1)
-        built[:, p] = np.minimum(np.maximum(np.maximum(need - d.installed_mw.values[:, p], 0.0),
-                                            built[:, p - 1] if p else 0.0), d.option_cap_mw.values[:, p])
+        built[:, p] = b
         spent_total += capex + capex_sites
     coords = {"site": d.site.values, "chip": d.chip.values}
     out = {

@@ -6,6 +6,10 @@ Demand groups (per workload)
     (balanced per day), the same UTC offset (so the same daily profile). The objective does not
     depend on which zone of a group a token comes from, so the merged model has the same optimum;
     flows are split back to zones in proportion to demand.
+Route pruning (large instances only)
+    When the feasible (group, site) pairs exceed ``planning.max_route_pairs``, each group keeps
+    only its K nearest feasible sites (K as large as the budget allows, at least 3). The plan is
+    then optimal for the pruned model; ``routes_pruned_to`` records K (0 = exact model).
 Time slices
     The representative day's 24 UTC hours are cut into ``T`` slices of ``L = 24 / T`` hours; demand
     in a slice is the mean rate over its hours (Mtok/h).
@@ -78,6 +82,27 @@ def _groups(keys: NDArray[np.uint8], zones: NDArray[np.str_], pop: NDArray[np.fl
     return inverse.astype(np.int64), labels
 
 
+def _prune_routes(demand: dict[str, Demand], max_pairs: int) -> int:
+    """Keep each group's K nearest feasible sites when the route pairs exceed ``max_pairs``.
+
+    K is the largest value (at least 3, so resilience keeps a choice) with
+    sum_g min(K, feasible_g) <= max_pairs. Returns K, or 0 when nothing was pruned.
+    """
+    counts = np.concatenate([d.ds.route.values.sum(axis=1) for d in demand.values()]) if demand else np.zeros(0)
+    if counts.sum() <= max_pairs:
+        return 0
+    k = 3
+    while k < counts.max() and np.minimum(counts, k + 1).sum() <= max_pairs:
+        k += 1
+    for d in demand.values():
+        route = d.ds.route.values
+        ranked = np.argsort(np.where(route, d.ds.rtt_ms.values, np.inf), axis=1)
+        keep = np.zeros_like(route)
+        np.put_along_axis(keep, ranked[:, :k], True, axis=1)
+        d.ds["route"] = (("group", "site"), route & keep)
+    return k
+
+
 def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
     """Reduce ``world`` to planner arrays (see module docstring)."""
     sc = world.scenario
@@ -95,6 +120,7 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
     by_slice = hourly.reshape(*hourly.shape[:4], T, int(L)).mean(axis=-1)  # [z, m, w, p, t]
     offsets = np.round(ds.zone_utc_offset_h.values * 4).astype(np.int64)  # quarter hours
     zones, pop = ds.zone.values, ds.zone_population.values
+    rtt = ds.rtt_ms.values
     demand: dict[str, Demand] = {}
     for wi, w in enumerate(sc.workloads):
         d_w = by_slice[:, :, wi]  # [z, m, p, t]
@@ -108,15 +134,20 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
         onehot = np.zeros((len(zones), len(labels)))
         onehot[np.arange(len(zones)), zone_group] = 1.0
         first = np.array([int(np.flatnonzero(zone_group == g)[0]) for g in range(len(labels))])
+        weight = onehot * np.maximum(pop, 1.0)[:, None]
+        group_rtt = (weight.T @ rtt) / weight.sum(axis=0)[:, None]  # population-weighted RTT [g, s]
         demand[w.id] = Demand(
             workload=w.id, kind=w.kind, zone_group=zone_group,
             ds=xr.Dataset(
                 {"demand": (("group", "model", "period", "slice"), np.einsum("zg,zmpt->gmpt", onehot, d_w[:, models])),
-                 "route": (("group", "site"), route_ok[first, :, wi])},
+                 "route": (("group", "site"), route_ok[first, :, wi]),
+                 "rtt_ms": (("group", "site"), group_rtt)},
                 coords={"group": labels, "model": ds.model.values[models], "site": ds.site.values,
                         "period": periods, "slice": np.arange(T)},
             ),
         )
+
+    pruned_to = _prune_routes(demand, sc.planning.max_route_pairs)
 
     # capacity per chip [model, chip, workload] in Mtok/h from the physics goodput
     cases = [PerfCase(w.id, w.input_tokens, w.output_tokens, w.ttft_s, w.tpot_s) for w in sc.workloads]
@@ -175,7 +206,8 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
                                for w, o in zip(weights, site.options, strict=True)) / 1e6
             fixed[i] = sum(o.fixed_capex_usd for o in site.options) / 1e6
             opt_crf[i] = crf(rate, min(o.lifetime_years for o in site.options))
-    opt_cap *= ds.site_available.values  # a site that cannot serve in p cannot use new capacity either
+    # no new capacity before a site first serves; after an outage what was built stays (never shrinks)
+    opt_cap *= np.maximum.accumulate(ds.site_available.values, axis=1)
 
     coords = {
         "site": ds.site.values, "chip": ds.chip.values, "model": ds.model.values,
@@ -211,6 +243,7 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
             "renewable_target": ("period", ds.renewable_target.values),
         },
         coords=coords,
-        attrs={"budget_total": ds.attrs["budget_total_usd"] / 1e6, "slice_hours": L},
+        attrs={"budget_total": ds.attrs["budget_total_usd"] / 1e6, "slice_hours": L,
+               "routes_pruned_to": pruned_to},
     )
     return PlanInputs(world=world, ds=out, demand=demand, slice_hours=L)

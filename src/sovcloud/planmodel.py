@@ -27,7 +27,7 @@ Constraints
     space/water sum_c fleet / rack_servers_c <= racks_s;  WUE_s * E_IT[s, p] <= water_s  (where stated)
     renewables  renew[s, p] <= rmax_s * E[s, p];  sum_s renew[s, p] + miss_p >= target_p * sum_s E[s, p]
                 (miss_p >= 0 priced at US$1,000/MWh: a missed target is explicit, never infeasible)
-    resilience  for every R with |A_R| >= 2 and every k in A_R:
+    resilience  for every R and period with >= 2 sites of A_R serving, and every k in A_R:
                 sum_{s in A_R \\ k} sum_c cap[m, c, w_m] alloc[s, c, m, p] >= rho * served_R[m, p, t]
 with facility energy E[s, p] = PUE_s (8760 sum_c n_c idle_c fleet + 365 L sum dyn_c use / cap) MWh.
 Objective (US$M, discounted to the first period)
@@ -290,7 +290,10 @@ def _add_resilience(m: linopy.Model, pi: PlanInputs, alloc: Expr,
             m.add_constraints(agg - total >= 0, name=f"served_r{gi}_{mod}")
             whole = m.add_variables(lower=0, coords=[d.period.to_index()], name=f"capacity_r{gi}_{mod}")
             m.add_constraints(whole - site_cap.sum("site") == 0, name=f"capacity_r{gi}_{mod}")
-            m.add_constraints(whole - site_cap - rho * agg >= 0, name=f"resilience_{gi}_{mod}")
+            # only where the group has two sites serving: with one, losing it leaves nothing by definition
+            two = d.site_available.sel(site=allowed).sum("site") >= 2
+            m.add_constraints(whole - site_cap - rho * agg >= 0, name=f"resilience_{gi}_{mod}",
+                              mask=two.broadcast_like(d.slice))
 
 
 def trim_idle_servers(bm: BuiltModel, values: dict[str, xr.DataArray]) -> dict[str, xr.DataArray]:

@@ -10,7 +10,8 @@ Residency
 Export control
     Rules are read in order; for each (c, s, p) the status is that of the last rule that matches
     chip c (id, ``vendor:NAME``, ``origin:CC`` or ``*``), the operator's HQ, the country of s, and
-    is in force on period p's policy date. Codes: 0 allowed, 1 licensed, 2 banned.
+    is in force on period p's policy date. Codes: 0 allowed, 1 licensed, 2 banned; a licensed
+    rule counts as banned until its ``licence_delay_months`` have passed since it took effect.
     ``export_allowed = status != banned``; licensed chips carry a fee share and a licence delay.
 A forbidden pair is False in these masks, so consumers never create a variable, a candidate or
 a score for it.
@@ -107,6 +108,11 @@ class ExportMasks:
         return np.asarray(self.status != EXPORT_CODES["banned"])
 
 
+def _add_months(day: dt.date, months: int) -> dt.date:
+    total = day.month - 1 + months
+    return dt.date(day.year + total // 12, total % 12 + 1, min(day.day, 28))
+
+
 def _chip_match(rule: ExportRule, scenario: Scenario) -> NDArray[np.bool_]:
     out = np.zeros(len(scenario.accelerators), dtype=bool)
     for pattern in rule.chips:
@@ -137,7 +143,12 @@ def export_masks(scenario: Scenario) -> ExportMasks:
         site_ok = np.ones(n_s, dtype=bool) if sites_set is None else np.isin(site_country, sorted(sites_set))
         period_ok = np.array([rule.in_force(d) for d in dates])
         hit = _chip_match(rule, scenario)[:, None, None] & site_ok[None, :, None] & period_ok[None, None, :]
-        status[hit] = EXPORT_CODES[rule.status]
+        code = np.full(n_p, EXPORT_CODES[rule.status], dtype=np.int8)
+        if rule.status == "licensed" and rule.licence_delay_months:
+            # a licence takes time: until it can be granted the chip cannot be bought
+            granted = [d >= _add_months(rule.since, rule.licence_delay_months) for d in dates]
+            code = np.where(granted, code, EXPORT_CODES["banned"]).astype(np.int8)
+        status[hit] = np.broadcast_to(code[None, None, :], hit.shape)[hit]
         fee[hit] = rule.fee_share
         delay[hit] = rule.licence_delay_months
         which[hit] = k

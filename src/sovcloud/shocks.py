@@ -61,6 +61,9 @@ def parse_shock(text: str) -> Shock:
         except ValueError as exc:
             raise ScenarioError([Problem("--shock", None, "factor", repr(f), "not a number", hint)]) from exc
     data: dict[str, object] = {"kind": kind, "target": target, "factor": factor}
+    if when and kind in ("surge", "deny-site"):
+        raise ScenarioError([Problem("--shock", None, "when", repr(when), f"a {kind} shock applies to the whole "
+                                     "horizon and takes no date", f"write {body} without @{when}")])
     if when:
         if len(when) == 4 and when.isdigit():
             data["period"] = int(when)

@@ -76,6 +76,9 @@ class Planning(Record):
         0.5, ge=0, le=1, description="share of a residency group's served peak that must survive losing any one site"
     )
     objective: Literal["cost", "served"] = "cost"
+    max_route_pairs: PositiveInt = Field(
+        20_000, description="above this many feasible (demand group, site) pairs, keep each group's nearest sites"
+    )
     mip_gap: float = Field(0.01, gt=0, lt=1)
     time_limit_s: float = Field(60.0, gt=0)
 
