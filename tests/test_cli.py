@@ -69,3 +69,31 @@ def test_schema_is_json_schema(tmp_path: Path) -> None:
     assert "sites" in doc["properties"] and "required" in doc
     overlay = runner.invoke(app, ["schema", "--overlay"])
     assert '"required"' not in overlay.output
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_plan_writes_versioned_plan_and_tables(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["plan", str(DATA / "tiny_a.yaml"), "--out", str(out), "--time-limit", "20"])
+    assert result.exit_code == 0, result.output
+    assert "residency violations 0" in result.output and "greedy baseline" in result.output
+    doc = json.loads((out / "plan.json").read_text())
+    assert doc["schema"] == "sovcloud.plan/1"
+    assert len(doc["scenario"]["sha256"]) == 64
+    assert doc["solver"]["gap"] is not None and doc["solver"]["bound_musd"] <= doc["solver"]["objective_musd"] + 1e-6
+    assert doc["checks"]["residency_violations"] == 0 and doc["checks"]["budget_ok"]
+    for name in ("sites", "fleet", "flows", "unserved", "costs"):
+        assert (out / f"{name}.parquet").exists()
+
+
+def test_plan_with_shock_and_bad_options(tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["plan", str(DATA / "tiny_a.yaml"), "--out", str(tmp_path), "--solver", "greedy",
+                             "--shock", "surge:FR:2"])
+    assert ok.exit_code == 0, ok.output
+    assert "surge:FR:2" in json.loads((tmp_path / "plan.json").read_text())["scenario"]["shocks"]
+    bad = runner.invoke(app, ["plan", str(DATA / "tiny_a.yaml"), "--solver", "cplex"])
+    assert bad.exit_code == 2 and "use milp or greedy" in bad.output
+    bad_shock = runner.invoke(app, ["plan", str(DATA / "tiny_a.yaml"), "--shock", "power-cut:eu-central-1:half"])
+    assert bad_shock.exit_code == 2 and "fix:" in bad_shock.output

@@ -20,7 +20,7 @@ from .cli_latency import latency_command
 from .cli_perf import perf_command
 from .compiled import compile as compile_world
 from .display import show_world
-from .errors import ScenarioError, SovcloudError
+from .errors import ScenarioError, SovcloudError, UsageError
 from .plan import PlanOptions, make_plan
 from .planio import write_plan
 from .planreport import print_summary
@@ -104,13 +104,13 @@ def plan(
 ) -> None:
     """Plan the multi-year buildout (sites, chips, flows) at the lowest cost, and explain shortfalls."""
     if solver not in ("milp", "greedy"):
-        raise SovcloudError(f"--solver {solver!r} is not known; use milp or greedy")
+        raise UsageError(f"--solver {solver!r} is not known; use milp or greedy")
     if objective not in (None, "cost", "served"):
-        raise SovcloudError(f"--objective {objective!r} is not known; use cost or served")
+        raise UsageError(f"--objective {objective!r} is not known; use cost or served")
     if time_limit is not None and time_limit <= 0:
-        raise SovcloudError(f"--time-limit {time_limit} must be positive, e.g. 60")
+        raise UsageError(f"--time-limit {time_limit} must be positive, e.g. 60")
     if gap is not None and not 0 < gap < 1:
-        raise SovcloudError(f"--gap {gap} must be between 0 and 1, e.g. 0.01")
+        raise UsageError(f"--gap {gap} must be between 0 and 1, e.g. 0.01")
     shocks = [parse_shock(s) for s in (shock or [])]
     sc = _scenario(path)
     options = PlanOptions(solver="greedy" if solver == "greedy" else "milp",

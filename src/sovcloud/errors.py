@@ -15,6 +15,7 @@ __all__ = [
     "ScenarioNotFound",
     "SovcloudError",
     "UnknownEntity",
+    "UsageError",
 ]
 
 
@@ -61,6 +62,12 @@ class ScenarioNotFound(SovcloudError):
 
 class UnknownEntity(SovcloudError):
     """A chip, model, site, zone or city id that is not in the scenario."""
+
+    exit_code = 2
+
+
+class UsageError(SovcloudError):
+    """A command-line option with a value the command cannot use."""
 
     exit_code = 2
 
