@@ -19,7 +19,7 @@ from .planinputs import PlanInputs
 from .planmodel import BuiltModel
 from .solver import SolveResult, solve_fixed
 
-__all__ = ["greedy_decisions", "solve_greedy"]
+__all__ = ["greedy_decisions", "greedy_fixed", "solve_greedy"]
 
 
 def _site_loads(pi: PlanInputs) -> np.ndarray:
@@ -132,10 +132,15 @@ def greedy_decisions(pi: PlanInputs) -> dict[str, xr.DataArray]:
     return out
 
 
-def solve_greedy(bm: BuiltModel) -> SolveResult:
-    """Greedy decisions, evaluated on the planning model's LP (same routing, energy and costs)."""
+def greedy_fixed(bm: BuiltModel) -> dict[str, xr.DataArray]:
+    """The greedy decisions aligned to the model's variables (to fix them, or to start from them)."""
     decisions = greedy_decisions(bm.inputs)
     fixed = {k: v for k, v in decisions.items() if k in bm.model.variables}
     if "opened" in fixed:
         fixed["opened"] = fixed["opened"].sel(site=bm.model.variables["opened"].labels.coords["site"].values)
-    return solve_fixed(bm.model, fixed, source="greedy")
+    return fixed
+
+
+def solve_greedy(bm: BuiltModel) -> SolveResult:
+    """Greedy decisions, evaluated on the planning model's LP (same routing, energy and costs)."""
+    return solve_fixed(bm.model, greedy_fixed(bm), source="greedy")

@@ -17,7 +17,7 @@ import xarray as xr
 
 from .compiled import World
 from .compiled import compile as compile_world
-from .greedy import solve_greedy
+from .greedy import greedy_fixed, solve_greedy
 from .planinputs import PlanInputs, plan_inputs
 from .planmodel import BuiltModel, build_model, trim_idle_servers
 from .shocks import Shock, apply_shocks
@@ -68,7 +68,8 @@ def make_plan(scenario: Scenario, options: PlanOptions | None = None) -> Plan:
         result = solve_greedy(bm)
     else:
         result = solve(bm.model, time_limit_s=opts.time_limit_s or sc.planning.time_limit_s,
-                       mip_gap=opts.mip_gap or sc.planning.mip_gap, improve=lambda v: trim_idle_servers(bm, v))
+                       mip_gap=opts.mip_gap or sc.planning.mip_gap, improve=lambda v: trim_idle_servers(bm, v),
+                       fallback=lambda: greedy_fixed(bm))
     t3 = time.perf_counter()
     arrays = plan_from_solution(pi, result)
     timings = {"compile_s": t1 - t0, "build_s": t2 - t1, "solve_s": t3 - t2, "extract_s": time.perf_counter() - t3}

@@ -30,13 +30,15 @@ from numpy.typing import NDArray
 
 from .errors import SovcloudError
 
-__all__ = ["Improver", "SolveError", "SolveResult", "solve", "solve_fixed"]
+__all__ = ["Fallback", "Improver", "SolveError", "SolveResult", "solve", "solve_fixed"]
 
 #: models with more columns than this solve their LP relaxation by interior point (no crossover)
 IPM_ABOVE_COLUMNS = 300_000
 
 #: maps a feasible plan's values per variable to better values for some integer variables
 Improver = Callable[[dict[str, xr.DataArray]], dict[str, xr.DataArray]]
+#: integer decisions to fall back on (values per variable name)
+Fallback = Callable[[], dict[str, xr.DataArray]]
 
 
 class SolveError(SovcloudError):
@@ -60,16 +62,45 @@ class SolveResult:
         return self.values[name]
 
 
+class _Deadline:
+    """Wall-clock deadline enforced through HiGHS's interrupt callbacks.
+
+    HiGHS's own ``time_limit`` is not checked everywhere (a large MILP's root LP ran 70 s past it
+    here), so the simplex, interior-point and MIP interrupt callbacks also stop at the deadline.
+    """
+
+    def __init__(self) -> None:
+        self.at = float("inf")
+
+    def __call__(self, event: object) -> None:
+        # set the flag both ways: HiGHS keeps it between runs, so a past interrupt would stick
+        event.interrupt(time.perf_counter() > self.at)  # type: ignore[attr-defined]
+
+
 def _highs(model: linopy.Model, threads: int) -> highspy.Highs:
     h = model.to_highspy()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", threads)
+    deadline = _Deadline()
+    h.cbSimplexInterrupt += deadline
+    h.cbIpmInterrupt += deadline
+    h.cbMipInterrupt += deadline
+    h.sovcloud_deadline = deadline
     return h
+
+
+def _limit(h: highspy.Highs, seconds: float) -> None:
+    """Allow the next run ``seconds``: HiGHS's time limit counts the object's run time so far."""
+    h.setOptionValue("time_limit", float(h.getRunTime()) + seconds)
+    deadline = getattr(h, "sovcloud_deadline", None)
+    if deadline is not None:
+        deadline.at = time.perf_counter() + seconds
 
 
 def _run(h: highspy.Highs) -> str:
     h.run()
-    return str(h.modelStatusToString(h.getModelStatus()))
+    status = str(h.modelStatusToString(h.getModelStatus()))
+    return "Time limit reached" if status == "Interrupted by user" else status
 
 
 def _fix_and_solve(h: highspy.Highs, cols: NDArray[np.int64], values: NDArray[np.float64],
@@ -87,11 +118,14 @@ def _fix_and_solve(h: highspy.Highs, cols: NDArray[np.int64], values: NDArray[np
 
 def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0.01, threads: int = 2,
           lp_method: str = "auto", binary_prefixes: tuple[str, ...] = ("opened",),
-          improve: Improver | None = None) -> SolveResult:
+          improve: Improver | None = None, fallback: Fallback | None = None) -> SolveResult:
     """Solve ``model`` (see module docstring) within ``time_limit_s`` seconds in total.
 
     ``improve`` maps a feasible plan's variable values to better integer values (e.g. dropping
     servers the plan leaves idle); the improved rounding is tried as a second warm start.
+    ``fallback`` gives integer decisions (e.g. the greedy baseline's) used as the incumbent when the
+    LP relaxation does not finish in its share of the time; the bound then comes from the MILP
+    alone and may be unknown (NaN), which the result says.
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -122,14 +156,32 @@ def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0
         h.setOptionValue("run_crossover", "off")
     if lp_method == "simplex":
         h.setOptionValue("simplex_strategy", 1)  # dual simplex
-    h.setOptionValue("time_limit", max(1.0, 0.5 * time_limit_s))
+    _limit(h, max(1.0, 0.6 * time_limit_s))
     status = _run(h)
     h.setOptionValue("run_crossover", "on")
     timings["lp_s"] = time.perf_counter() - t
-    if status != "Optimal":
+    candidates: list[tuple[float, NDArray[np.float64]]] = []
+    used_fallback = False
+    if status == "Optimal":
+        lp_bound = float(h.getInfo().objective_function_value)
+        x_lp = np.array(h.getSolution().col_value)
+    elif fallback is not None and len(int_cols):
+        lp_bound = float("nan")
+        x_lp = np.zeros(n)
+        decided = fallback()
+        for name, vals in decided.items():
+            cols, v = _columns(model, vlabels, name, vals)
+            x_lp[cols] = v
+        _limit(h, max(30.0, time_limit_s - (time.perf_counter() - t0)))
+        sol = _fix_and_solve(h, int_cols, np.clip(np.round(x_lp[int_cols]), lower[int_cols], upper[int_cols]),
+                             lower, upper)
+        if sol is None:
+            raise SolveError(f"the LP relaxation ended '{status}' and the fallback plan could not be costed "
+                             f"(HiGHS '{h.modelStatusToString(h.getModelStatus())}'); raise --time-limit")
+        candidates.append(sol)
+        used_fallback = True
+    else:
         raise SolveError(f"the LP relaxation ended '{status}'; the model is infeasible or too large for the time limit")
-    lp_bound = float(h.getInfo().objective_function_value)
-    x_lp = np.array(h.getSolution().col_value)
 
     if not len(int_cols):
         return _result(model, h, vlabels, "Optimal", lp_bound, lp_bound, x_lp, timings, "lp", with_duals=True)
@@ -139,7 +191,6 @@ def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0
     names = col_var[int_cols]
     binary = np.isin(names, binary_prefixes)
     frac = x_lp[int_cols]
-    candidates = []
     opened = (frac > 1e-6).astype(float)
     # rounding up keeps every served token (capacity only grows) and usually fits the power and
     # budget slack; rounding down is always feasible (unserved demand absorbs the loss) but costly.
@@ -149,7 +200,7 @@ def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0
         np.where(binary, opened, np.floor(frac + 1e-6)),
         np.where(binary, (frac > 1 - 1e-6).astype(float), np.floor(frac + 1e-6)),
     ]
-    for values in roundings:
+    for values in roundings if not candidates else []:
         sol = _fix_and_solve(h, int_cols, np.clip(values, lower[int_cols], upper[int_cols]), lower, upper)
         if sol is not None:
             candidates.append(sol)
@@ -171,7 +222,7 @@ def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0
     h.changeColsIntegrality(len(int_cols), int_cols, np.array([highspy.HighsVarType.kInteger] * len(int_cols)))
     remaining = time_limit_s - (time.perf_counter() - t0)
     h.setOptionValue("solver", "choose")
-    h.setOptionValue("time_limit", max(1.0, remaining))
+    _limit(h, max(1.0, remaining))
     h.setOptionValue("mip_rel_gap", mip_gap)
     if best is not None:
         start = highspy.HighsSolution()
@@ -183,9 +234,10 @@ def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0
     info = h.getInfo()
     has_mip = info.primal_solution_status == 2  # kSolutionStatusFeasible
     mip_obj = float(info.objective_function_value) if has_mip else np.inf
-    bound = max(lp_bound, float(info.mip_dual_bound)) if np.isfinite(info.mip_dual_bound) else lp_bound
+    mip_bound = float(info.mip_dual_bound)
+    bound = np.nanmax([lp_bound, mip_bound]) if np.isfinite(mip_bound) else lp_bound
     if best is not None and best[0] < mip_obj - 1e-9:
-        obj, x, source = best[0], best[1], "warm-start"
+        obj, x, source = best[0], best[1], "fallback" if used_fallback else "warm-start"
     elif has_mip:
         obj, x, source = mip_obj, np.array(h.getSolution().col_value), "milp"
     else:
@@ -197,12 +249,13 @@ def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0
     h.changeColsBounds(len(int_cols), int_cols, rounded, rounded)
     h.setOptionValue("solver", "simplex")
     h.clearSolver()
-    h.setOptionValue("time_limit", 60.0)
+    _limit(h, 60.0)
     with_duals = _run(h) == "Optimal"
     if with_duals:
         x = np.array(h.getSolution().col_value)
     timings["duals_s"] = time.perf_counter() - t
-    return _result(model, h, vlabels, status, obj, min(bound, obj), x, timings, source, with_duals=with_duals)
+    bound = min(bound, obj) if np.isfinite(bound) else float("nan")
+    return _result(model, h, vlabels, status, obj, bound, x, timings, source, with_duals=with_duals)
 
 
 def solve_fixed(model: linopy.Model, fixed: dict[str, xr.DataArray], *, threads: int = 2,

@@ -77,7 +77,7 @@ class Planning(Record):
     )
     objective: Literal["cost", "served"] = "cost"
     max_route_pairs: PositiveInt = Field(
-        20_000, description="above this many feasible (demand group, site) pairs, keep each group's nearest sites"
+        6_000, description="above this many feasible (demand group, site) pairs, keep each group's nearest sites"
     )
     mip_gap: float = Field(0.01, gt=0, lt=1)
     time_limit_s: float = Field(60.0, gt=0)
