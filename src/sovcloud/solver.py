@@ -85,7 +85,7 @@ def _highs(model: linopy.Model, threads: int) -> highspy.Highs:
     h.cbSimplexInterrupt += deadline
     h.cbIpmInterrupt += deadline
     h.cbMipInterrupt += deadline
-    h.sovcloud_deadline = deadline
+    setattr(h, "sovcloud_deadline", deadline)  # noqa: B010 - extends a foreign object; read in _limit
     return h
 
 
