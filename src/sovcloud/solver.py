@@ -80,6 +80,9 @@ class _Deadline:
 def _highs(model: linopy.Model, threads: int) -> highspy.Highs:
     h = model.to_highspy()
     h.setOptionValue("output_flag", False)
+    # HiGHS keeps one global thread scheduler per process: a different thread count is an error
+    # ("global scheduler has already been initialized") unless the scheduler is reset first
+    highspy.Highs.resetGlobalScheduler(True)
     h.setOptionValue("threads", threads)
     deadline = _Deadline()
     h.cbSimplexInterrupt += deadline
