@@ -110,6 +110,13 @@ def site_from_region(r: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in site.items() if v is not None}
 
 
+def _build_option(power_cap_mw: dict[int, float]) -> dict[str, Any]:
+    """A greenfield build: 18 months to power, opening cost plus cost per MW (assumptions above)."""
+    return {"id": "build", "kind": "build", "fixed_capex_usd": BUILD_FIXED_CAPEX,
+            "capex_usd_per_mw": BUILD_CAPEX_PER_MW, "opex_usd_per_mw_year": OPEX_PER_MW_YEAR,
+            "lead_time_months": 18, "power_cap_mw": power_cap_mw}
+
+
 def candidates(grid: dict[str, Any]) -> list[dict[str, Any]]:
     ams = find_city("Amsterdam", "NL")
     fra_price, fra_src = _price(grid, "DE", "")
@@ -122,10 +129,7 @@ def candidates(grid: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "id": "sa-brazil-sao-paulo", "name": "Brazil (Sao Paulo) - announced", "city": "Sao Paulo",
             "country": "BR", "lat": -23.551, "lon": -46.633, "kind": "candidate", "status": "announced",
-            "options": [{"id": "build", "kind": "build", "fixed_capex_usd": BUILD_FIXED_CAPEX,
-                         "capex_usd_per_mw": BUILD_CAPEX_PER_MW,
-                         "opex_usd_per_mw_year": OPEX_PER_MW_YEAR, "lead_time_months": 18,
-                         "power_cap_mw": {2026: 30.0, 2027: 60.0}}],
+            "options": [_build_option({2026: 30.0, 2027: 60.0})],
             "pue": 1.3, "wue_l_per_kwh": 0.3,
             "carbon_g_per_kwh": grid["countries"]["BR"]["ember_owid"]["gco2_per_kwh"],
             "electricity_usd_per_kwh": PRICE_ASSUMED["BR"],
@@ -141,10 +145,7 @@ def candidates(grid: dict[str, Any]) -> list[dict[str, Any]]:
             "id": "eu-netherlands", "name": "Netherlands - announced", "city": "Amsterdam (assumed)",
             "country": "NL", "lat": round(ams.lat, 4), "lon": round(ams.lon, 4),
             "kind": "candidate", "status": "announced",
-            "options": [{"id": "build", "kind": "build", "fixed_capex_usd": BUILD_FIXED_CAPEX,
-                         "capex_usd_per_mw": BUILD_CAPEX_PER_MW,
-                         "opex_usd_per_mw_year": OPEX_PER_MW_YEAR, "lead_time_months": 18,
-                         "power_cap_mw": {2026: 20.0, 2027: 50.0}}],
+            "options": [_build_option({2026: 20.0, 2027: 50.0})],
             "pue": 1.2, "wue_l_per_kwh": 0.3,
             "carbon_g_per_kwh": grid["countries"]["NL"]["ember_owid"]["gco2_per_kwh"],
             "electricity_usd_per_kwh": nl_price,

@@ -32,7 +32,7 @@ are costed with :func:`sovcloud.perf.estimate`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -85,30 +85,11 @@ _NAN = float("nan")
 
 
 def _blank(model: str, chip: str, chips: int, precision: str, reason: str) -> OmniCosts:
-    return OmniCosts(
-        model,
-        chip,
-        chips,
-        precision,
-        False,
-        reason,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        _NAN,
-        0,
-        _NAN,
-    )
+    """A result that says why there are no figures: every measure NaN, no realtime streams."""
+    values: dict[str, object] = {f.name: _NAN for f in fields(OmniCosts)}
+    values.update(model=model, chip=chip, chips=chips, precision=precision, ok=False, reason=reason,
+                  realtime_streams=0)
+    return OmniCosts(**values)  # type: ignore[arg-type]
 
 
 def omni_costs(
