@@ -275,4 +275,4 @@ def _saving(plan: Plan, greedy: Plan) -> str:
     per_opt, per_g = c_opt / max(s_opt, 1e-9), c_g / max(s_g, 1e-9)
     return (f"against the greedy baseline (nearest allowed site, cheapest chip): spend US${c_opt:,.0f}M vs "
             f"US${c_g:,.0f}M for {s_opt / max(s_g, 1e-9):.1%} of its served tokens; cost per served token "
-            f"{1 - per_opt / per_g:+.1%} lower" if per_g > 0 else "greedy baseline served nothing")
+            f"{1 - per_opt / per_g:.1%} lower" if per_g > 0 else "greedy baseline served nothing")
