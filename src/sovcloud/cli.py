@@ -151,7 +151,10 @@ def schema(
     if out is None:
         sys.stdout.write(text + "\n")
     else:
-        out.write_text(text + "\n", encoding="utf-8")
+        try:
+            out.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {out}: {exc.strerror}; choose another --out") from exc
         _out.print(f"wrote {out}", markup=False)
 
 

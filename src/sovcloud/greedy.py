@@ -63,7 +63,12 @@ def greedy_decisions(pi: PlanInputs) -> dict[str, xr.DataArray]:
     n = d.server_chips.values.astype(float)
     servers = np.zeros((S, C, P))
     built = np.zeros((S, P))
-    fleet = np.zeros((S, C))
+    sc = pi.world.scenario
+    # start from what is installed, in servers (as the model counts it)
+    fleet = np.array([[np.ceil(sc.site(str(s)).installed_chips.get(str(c), 0) / sc.chip(str(c)).server_chips)
+                       for c in d.chip.values] for s in d.site.values], dtype=float)
+    hostable = np.array([[sc.site(str(s)).allowed_chips is None or str(c) in (sc.site(str(s)).allowed_chips or [])
+                          for c in d.chip.values] for s in d.site.values])
     spent_total = 0.0
     server_mw = n * d.chip_full_mw.values
     installed = d.installed_mw.values
@@ -83,7 +88,7 @@ def greedy_decisions(pi: PlanInputs) -> dict[str, xr.DataArray]:
         return b, float(((b - prev) * d.capex_per_mw.values).sum() + d.fixed_capex.values[opening].sum())
 
     for p in range(P):
-        allowed = d.export_allowed.values[:, :, p].T & avail[:, p][:, None]  # [s, c]
+        allowed = d.export_allowed.values[:, :, p].T & avail[:, p][:, None] & hostable  # [s, c]
         price = d.capex_server.values[:, :, p].T / n[None, :]  # US$M per chip [s, c]
         chips_needed = np.zeros((S, C))
         for m in range(cap.shape[0]):
@@ -111,8 +116,10 @@ def greedy_decisions(pi: PlanInputs) -> dict[str, xr.DataArray]:
         limit = min(float(d.budget.values[p]), d.attrs["budget_total"] - spent_total)
         capex = float((buy * d.capex_server.values[:, :, p].T).sum())
         b, capex_sites = site_spend(p, fleet + buy)
-        if capex + capex_sites > limit and capex > 0:
-            buy = np.floor(buy * max(0.0, (limit - capex_sites) / (capex + capex_sites)))
+        for _ in range(20):  # scale purchases down until servers and sites fit what is left
+            if capex + capex_sites <= limit + 1e-9 or not buy.any():
+                break
+            buy = np.floor(buy * max(0.0, min(0.99, (limit - capex_sites) / capex)))
             capex = float((buy * d.capex_server.values[:, :, p].T).sum())
             b, capex_sites = site_spend(p, fleet + buy)
         servers[:, :, p] = buy

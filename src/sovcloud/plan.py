@@ -67,9 +67,10 @@ def make_plan(scenario: Scenario, options: PlanOptions | None = None) -> Plan:
     if opts.solver == "greedy":
         result = solve_greedy(bm)
     else:
-        result = solve(bm.model, time_limit_s=opts.time_limit_s or sc.planning.time_limit_s,
-                       mip_gap=opts.mip_gap or sc.planning.mip_gap, improve=lambda v: trim_idle_servers(bm, v),
-                       fallback=lambda: greedy_fixed(bm))
+        result = solve(bm.model,
+                       time_limit_s=sc.planning.time_limit_s if opts.time_limit_s is None else opts.time_limit_s,
+                       mip_gap=sc.planning.mip_gap if opts.mip_gap is None else opts.mip_gap,
+                       improve=lambda v: trim_idle_servers(bm, v), fallback=lambda: greedy_fixed(bm))
     t3 = time.perf_counter()
     arrays = plan_from_solution(pi, result)
     timings = {"compile_s": t1 - t0, "build_s": t2 - t1, "solve_s": t3 - t2, "extract_s": time.perf_counter() - t3}

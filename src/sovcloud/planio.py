@@ -30,7 +30,7 @@ PLAN_SCHEMA = "sovcloud.plan/1"
 
 
 def scenario_sha256(plan: Plan) -> str:
-    text = plan.scenario.model_dump_json(exclude={"demand": {"zones"}})
+    text = plan.scenario.model_dump_json()
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -103,7 +103,10 @@ def _build(pi: PlanInputs, objective: str, resilience_share: float | None,
     alive = (bought <= period) & (period < bought + lifetimes)  # [chip, bought, period]
 
     # --- servers and fleet -------------------------------------------------------------------
-    s_mask = (d.export_allowed & d.site_available & usable).rename(period="bought")
+    hostable = xr.DataArray(
+        [[sc.site(str(s)).allowed_chips is None or str(c) in (sc.site(str(s)).allowed_chips or []) for c in chips]
+         for s in sites], coords={"site": sites, "chip": chips})  # the site's allowed_chips, if it lists any
+    s_mask = (d.export_allowed & d.site_available & usable & hostable).rename(period="bought")
     supply = d.supply_servers.rename(period="bought")
     ub = np.floor(supply).where(np.isfinite(supply), BIG_SUPPLY).broadcast_like(s_mask)
     servers = m.add_variables(lower=0, upper=ub.transpose("site", "chip", "bought"), integer=True,
@@ -111,7 +114,10 @@ def _build(pi: PlanInputs, objective: str, resilience_share: float | None,
     installed = xr.DataArray(
         [[np.ceil(sc.site(str(s)).installed_chips.get(str(c), 0) / sc.chip(str(c)).server_chips) for c in chips]
          for s in sites], coords={"site": sites, "chip": chips})
-    fleet = (servers.fillna(0) * alive).sum("bought") + installed  # [site, chip, period]
+    # installed servers: a variable fixed at the installed count, so no constant enters the objective
+    fixed_fleet = _var(m, installed > 0, "installed_servers").fillna(0)
+    m.add_constraints(fixed_fleet == installed, name="installed_servers", mask=installed > 0)
+    fleet = (servers.fillna(0) * alive).sum("bought") + fixed_fleet  # [site, chip, period]
 
     # --- site options -------------------------------------------------------------------------
     has_option = d.option_cap_mw.max("period") > 0

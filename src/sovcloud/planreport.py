@@ -171,6 +171,8 @@ def explain_shortfalls(plan: Plan, threshold: float = 0.01, limit: int = 25) -> 
                         bd = float(budget_dual.sel(period=p)) if budget_dual is not None else float("nan")
                         reasons.append(f"the {p} budget is spent (US${float(d.budget.sel(period=p)) / 1e3:,.1f}B"
                                        + (f", shadow price {abs(bd):.2f} per US$" if np.isfinite(bd) else "") + ")")
+                    if float(spend.sum()) >= 0.99 * float(d.attrs["budget_total"]):
+                        reasons.append(f"the total budget is spent (US${d.attrs['budget_total'] / 1e3:,.1f}B)")
                     if not reasons:
                         reasons.append(f"serving it costs more than the unserved penalty "
                                        f"(US${sc.planning.unserved_penalty_usd_per_mtok:g} per M tokens)")

@@ -78,6 +78,17 @@ def parse_shock(text: str) -> Shock:
                                      str(err["msg"]), hint)]) from exc
 
 
+def _chip_pattern_known(scenario: Scenario, pattern: str) -> bool:
+    chips = scenario.accelerators
+    if pattern == "*" or pattern in {c.id for c in chips}:
+        return True
+    if pattern.startswith("vendor:"):
+        return pattern[7:].casefold() in {c.vendor.casefold() for c in chips}
+    if pattern.startswith("origin:"):
+        return pattern[7:] in {c.origin_country for c in chips}
+    return False
+
+
 def _first_period(scenario: Scenario, shock: Shock) -> int:
     if shock.period is not None:
         return shock.period
@@ -96,6 +107,13 @@ def apply_shocks(scenario: Scenario, shocks: list[Shock] | None = None) -> Scena
     sc = scenario.model_copy(update={"shocks": []})
     for i, shock in enumerate(shocks):
         where = f"shocks[{i}]"
+        if shock.kind == "embargo" and not _chip_pattern_known(sc, shock.target):
+            raise ScenarioError([Problem("<shocks>", None, f"{where}.target", shock.target, "matches no chip",
+                                         "use a chip id, vendor:NAME, origin:CC or *, e.g. vendor:NVIDIA")])
+        if shock.kind == "surge" and shock.target not in {z.id for z in sc.demand.zones} \
+                and shock.target not in {z.country for z in sc.demand.zones}:
+            raise ScenarioError([Problem("<shocks>", None, f"{where}.target", shock.target,
+                                         "matches no demand zone or country", "use a zone id or an ISO code, e.g. DE")])
         if shock.kind == "embargo":
             rule = ExportRule(id=f"shock-{i}", chips=[shock.target], site_country=shock.site_country,
                               since=shock.since or dt.date(sc.horizon.periods[0], 1, 1), status="banned",
