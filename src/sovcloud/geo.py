@@ -26,6 +26,7 @@ __all__ = [
     "countries",
     "country",
     "find_city",
+    "fold",
     "haversine_km",
 ]
 
@@ -68,7 +69,7 @@ class Country:
     capital: str
 
 
-def _fold(text: str) -> str:
+def fold(text: str) -> str:
     """Case- and accent-insensitive key ('São Paulo' -> 'sao paulo')."""
     norm = unicodedata.normalize("NFKD", text)
     return "".join(c for c in norm if not unicodedata.combining(c)).casefold().strip()
@@ -136,9 +137,9 @@ def country(code_or_name: str) -> Country:
     key = code_or_name.strip()
     if key.upper() in table:
         return table[key.upper()]
-    folded = _fold(key)
+    folded = fold(key)
     for c in table.values():
-        if _fold(c.name) == folded:
+        if fold(c.name) == folded:
             return c
     raise UnknownEntity(f"unknown country '{code_or_name}'; use an ISO code such as DE or a name such as Germany")
 
@@ -147,20 +148,20 @@ def country(code_or_name: str) -> Country:
 def _city_index() -> dict[str, City]:
     index: dict[str, City] = {}
     for c in cities():  # most populous first, so it wins a shared name
-        index.setdefault(_fold(c.name), c)
+        index.setdefault(fold(c.name), c)
     return index
 
 
 def find_city(name: str, country_code: str | None = None) -> City:
     """The most populous city called ``name`` (optionally in ``country_code``)."""
-    folded = _fold(name)
+    folded = fold(name)
     if country_code is None:
         hit = _city_index().get(folded)
         if hit is not None:
             return hit
     else:
         for c in cities():
-            if c.country == country_code.upper() and _fold(c.name) == folded:
+            if c.country == country_code.upper() and fold(c.name) == folded:
                 return c
     raise UnknownEntity(
         f"unknown city '{name}'" + (f" in {country_code}" if country_code else "")

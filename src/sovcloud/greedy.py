@@ -63,12 +63,8 @@ def greedy_decisions(pi: PlanInputs) -> dict[str, xr.DataArray]:
     n = d.server_chips.values.astype(float)
     servers = np.zeros((S, C, P))
     built = np.zeros((S, P))
-    sc = pi.world.scenario
-    # start from what is installed, in servers (as the model counts it)
-    fleet = np.array([[np.ceil(sc.site(str(s)).installed_chips.get(str(c), 0) / sc.chip(str(c)).server_chips)
-                       for c in d.chip.values] for s in d.site.values], dtype=float)
-    hostable = np.array([[sc.site(str(s)).allowed_chips is None or str(c) in (sc.site(str(s)).allowed_chips or [])
-                          for c in d.chip.values] for s in d.site.values])
+    fleet = d.installed_servers.values.astype(float)  # start from what is installed, in servers
+    hostable = d.hostable.values
     spent_total = 0.0
     server_mw = n * d.chip_full_mw.values
     installed = d.installed_mw.values

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,7 +44,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from .errors import PhysicsError, UnknownEntity
-from .geo import City, cities, country, find_city, haversine_km
+from .geo import City, cities, country, find_city, fold, haversine_km
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -362,15 +361,10 @@ def _find_city(name: str, country_code: str | None) -> City | None:
         return find_city(name, country_code)
     except UnknownEntity:
         pass
-    for c in _alternate_name_index().get(_fold(name), ()):
+    for c in _alternate_name_index().get(fold(name), ()):
         if country_code is None or c.country == country_code.upper():
             return c
     return None
-
-
-def _fold(text: str) -> str:
-    norm = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in norm if not unicodedata.combining(ch)).casefold().strip()
 
 
 @lru_cache(maxsize=1)
@@ -383,7 +377,7 @@ def _alternate_name_index() -> dict[str, tuple[City, ...]]:
         if city is None:
             continue
         for alt in row.get("alternatenames") or ():
-            index.setdefault(_fold(str(alt)), []).append(city)
+            index.setdefault(fold(str(alt)), []).append(city)
     return {k: tuple(sorted(v, key=lambda c: (-c.population, c.geonameid))) for k, v in index.items()}
 
 

@@ -81,20 +81,10 @@ def plan_from_solution(pi: PlanInputs, r: SolveResult) -> xr.Dataset:
     """Decisions, flows per zone, footprint and costs from a solved model (see module docstring)."""
     world = pi.world
     ds, d = world.ds, pi.ds
-    sc = world.scenario
     L = pi.slice_hours
     periods = pi.periods
-    chips = d.chip.values
-    lifetimes = xr.DataArray([sc.chip(str(c)).lifetime_years for c in chips], coords={"chip": chips})
-    bought_da = xr.DataArray(periods, dims="bought", coords={"bought": periods})
-    period_da = xr.DataArray(periods, dims="period", coords={"period": periods})
-    alive = (bought_da <= period_da) & (period_da < bought_da + lifetimes)
-
     servers = r["servers"].fillna(0).round().reindex(site=d.site, chip=d.chip, fill_value=0)
-    installed = xr.DataArray(
-        [[np.ceil(sc.site(str(s)).installed_chips.get(str(c), 0) / sc.chip(str(c)).server_chips) for c in chips]
-         for s in d.site.values], coords={"site": d.site.values, "chip": chips})
-    fleet_servers = (servers * alive).sum("bought") + installed
+    fleet_servers = (servers * d.alive).sum("bought") + d.installed_servers
     fleet_chips = fleet_servers * d.server_chips
     built = r["built"].fillna(0).reindex(site=d.site, fill_value=0)
     opened = r["opened"].fillna(0).round().reindex(site=d.site, fill_value=0) if "opened" in r.values \
@@ -134,9 +124,7 @@ def plan_from_solution(pi: PlanInputs, r: SolveResult) -> xr.Dataset:
 
     # footprint: busy chip-hours from the use variables, idle power from the fleet
     use = r["use"].fillna(0)
-    cap = d.cap
-    inv = (1.0 / cap.where(cap > 0)).fillna(0.0)
-    busy = (use * inv).sum(["model", "workload", "slice"]).reindex(site=d.site, chip=d.chip, fill_value=0) \
+    busy = (use * d.inv_cap).sum(["model", "workload", "slice"]).reindex(site=d.site, chip=d.chip, fill_value=0) \
         * (365.0 * L)
     it_mwh = (fleet_servers * d.server_chips * d.chip_idle_mw * 8760.0).sum("chip") \
         + (busy * (d.chip_full_mw - d.chip_idle_mw)).sum("chip")

@@ -210,7 +210,7 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
     opt_cap *= np.maximum.accumulate(ds.site_available.values, axis=1)
 
     coords = {
-        "site": ds.site.values, "chip": ds.chip.values, "model": ds.model.values,
+        "bought": periods, "site": ds.site.values, "chip": ds.chip.values, "model": ds.model.values,
         "workload": ds.workload.values, "period": periods, "slice": np.arange(T),
     }
     out = xr.Dataset(
@@ -222,6 +222,14 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
             "server_chips": ("chip", np.array([c.server_chips for c in chips])),
             "capex_server": (("chip", "site", "period"), capex_server),
             "chip_crf": ("chip", chip_crf),
+            # a server bought in b serves in p while b <= p < b + lifetime
+            "alive": (("chip", "bought", "period"), np.array(
+                [[[b <= p < b + c.lifetime_years for p in periods] for b in periods] for c in chips])),
+            "installed_servers": (("site", "chip"), np.array(
+                [[np.ceil(site.installed_chips.get(c.id, 0) / c.server_chips) for c in chips] for site in sc.sites])),
+            "hostable": (("site", "chip"), np.array(
+                [[site.allowed_chips is None or c.id in site.allowed_chips for c in chips] for site in sc.sites])),
+            "inv_cap": (("model", "chip", "workload"), np.divide(1.0, cap, out=np.zeros_like(cap), where=cap > 0)),
             "supply_servers": (("chip", "period"), ds.chip_supply_cap.values
                                / np.array([c.server_chips for c in chips])[:, None]),
             "export_allowed": (("chip", "site", "period"), ds.export_allowed.values),

@@ -97,23 +97,15 @@ def _build(pi: PlanInputs, objective: str, resilience_share: float | None,
     d_m = d.sel(model=demanded)
     cap = d_m.cap  # [model, chip, workload]
     usable = (cap > 0).any(["model", "workload"])  # chip can run some demanded model
-    lifetimes = xr.DataArray([sc.chip(str(c)).lifetime_years for c in chips], coords={"chip": chips})
-    bought = xr.DataArray(periods, dims="bought", coords={"bought": periods})
-    period = xr.DataArray(periods, dims="period", coords={"period": periods})
-    alive = (bought <= period) & (period < bought + lifetimes)  # [chip, bought, period]
+    alive = d.alive  # [chip, bought, period]
 
     # --- servers and fleet -------------------------------------------------------------------
-    hostable = xr.DataArray(
-        [[sc.site(str(s)).allowed_chips is None or str(c) in (sc.site(str(s)).allowed_chips or []) for c in chips]
-         for s in sites], coords={"site": sites, "chip": chips})  # the site's allowed_chips, if it lists any
-    s_mask = (d.export_allowed & d.site_available & usable & hostable).rename(period="bought")
+    s_mask = (d.export_allowed & d.site_available & usable & d.hostable).rename(period="bought")
     supply = d.supply_servers.rename(period="bought")
     ub = np.floor(supply).where(np.isfinite(supply), BIG_SUPPLY).broadcast_like(s_mask)
     servers = m.add_variables(lower=0, upper=ub.transpose("site", "chip", "bought"), integer=True,
                               mask=s_mask.transpose("site", "chip", "bought"), name="servers")
-    installed = xr.DataArray(
-        [[np.ceil(sc.site(str(s)).installed_chips.get(str(c), 0) / sc.chip(str(c)).server_chips) for c in chips]
-         for s in sites], coords={"site": sites, "chip": chips})
+    installed = d.installed_servers
     # installed servers: a variable fixed at the installed count, so no constant enters the objective
     fixed_fleet = _var(m, installed > 0, "installed_servers").fillna(0)
     m.add_constraints(fixed_fleet == installed, name="installed_servers", mask=installed > 0)
@@ -142,7 +134,7 @@ def _build(pi: PlanInputs, objective: str, resilience_share: float | None,
     m.add_constraints(alloc.sum("model") - d.server_chips * fleet <= 0, name="fleet")
     slices = d.slice
     u_mask = (a_mask & (cap > 0)).broadcast_like(slices)
-    inv_cap = (1.0 / cap.where(cap > 0)).fillna(0.0)
+    inv_cap = d_m.inv_cap
     use = _var(m, u_mask.transpose("site", "chip", "model", "workload", "period", "slice"), "use").fillna(0)
     m.add_constraints((use * inv_cap).sum("workload") - alloc <= 0, name="capacity")
 
@@ -309,18 +301,12 @@ def trim_idle_servers(bm: BuiltModel, values: dict[str, xr.DataArray]) -> dict[s
     cap (energy falls), which the caller's re-solve restores; the cost only falls.
     """
     d = bm.inputs.ds
-    sc = bm.inputs.world.scenario
     servers = values["servers"].fillna(0).round()
     alloc = values["alloc"].fillna(0).sum("model")  # [site, chip, period]
-    chips = d.chip.values
     n = d.server_chips
-    lifetimes = xr.DataArray([sc.chip(str(c)).lifetime_years for c in chips], coords={"chip": chips})
     periods = d.period.values
-    alive = (xr.DataArray(periods, dims="bought", coords={"bought": periods})
-             <= xr.DataArray(periods, dims="period", coords={"period": periods}))
-    alive = alive & (xr.DataArray(periods, dims="period", coords={"period": periods})
-                     < xr.DataArray(periods, dims="bought", coords={"bought": periods}) + lifetimes)
-    fleet = (servers * alive).sum("bought")
+    alive = d.alive
+    fleet = (servers * alive).sum("bought") + d.installed_servers
     spare = np.floor((fleet * n - alloc.reindex_like(fleet).fillna(0)) / n + 1e-9).clip(min=0)
     out = servers.copy()
     for b in periods[::-1]:

