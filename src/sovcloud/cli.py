@@ -6,21 +6,21 @@ Every :class:`~sovcloud.errors.SovcloudError` becomes a clear message on stderr 
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
+from .cli_gateway import register as register_gateway
 from .cli_latency import latency_command
 from .cli_perf import perf_command
+from .cli_report import register as register_report
+from .cli_sim import register as register_sim
+from .cliutil import cli_errors, out_console
 from .compiled import compile as compile_world
 from .display import show_world
-from .errors import ScenarioError, SovcloudError, UsageError
+from .errors import UsageError
 from .plan import PlanOptions, make_plan
 from .planio import write_plan
 from .planreport import print_summary
@@ -30,9 +30,6 @@ from .world import Scenario
 
 __all__ = ["app", "main"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 app = typer.Typer(
     name="sovcloud",
     help="Plan, simulate and operate a sovereign, geo-distributed AI inference cloud.",
@@ -40,30 +37,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-_out = Console(width=160)
-_err = Console(stderr=True, width=160)
-
-
-def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn sovcloud errors raised by a command into messages and exit codes."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except ScenarioError as exc:
-            for problem in exc.problems:
-                _err.print(problem.render(), markup=False, highlight=False)
-            n = len(exc.problems)
-            _err.print(f"error: {n} problem{'s' if n != 1 else ''} in scenario", markup=False)
-            raise typer.Exit(exc.exit_code) from None
-        except SovcloudError as exc:
-            _err.print(f"error: {exc}", markup=False, highlight=False)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper
-
-
 def _scenario(path: str | None) -> Scenario:
     return load_scenario(path if path is not None else DEFAULT_SCENARIO)
 
@@ -72,7 +45,7 @@ def _scenario(path: str | None) -> Scenario:
 @cli_errors
 def show(path: str = typer.Argument(None, help="scenario YAML or bundled name (default global-2025)")) -> None:
     """Print the scenario as readable tables: regions, new sites, chips, models, demand, policies."""
-    show_world(compile_world(_scenario(path)), _out)
+    show_world(compile_world(_scenario(path)), out_console)
 
 
 @app.command()
@@ -81,7 +54,7 @@ def validate(path: str = typer.Argument(..., help="scenario YAML file (or bundle
     """Check a scenario and report every problem at once (file:line, field, value, fix); exit 2 if any."""
     sc = _scenario(path)
     world = compile_world(sc)
-    _out.print(
+    out_console.print(
         f"ok: {path}: scenario '{sc.name}', {len(sc.sites)} sites, {len(sc.accelerators)} chips, "
         f"{len(sc.models)} models, {len(sc.demand.zones)} demand zones, periods {sc.horizon.periods}; "
         f"{int(world.ds.residency.sum())} allowed zone-site pairs",
@@ -116,13 +89,14 @@ def plan(
     options = PlanOptions(solver="greedy" if solver == "greedy" else "milp",
                           objective="served" if objective == "served" else ("cost" if objective else None),
                           time_limit_s=time_limit, mip_gap=gap, shocks=shocks)
-    with _out.status("solving the buildout plan ..."):
+    with out_console.status("solving the buildout plan ..."):
         result = make_plan(sc, options)
         greedy = make_plan(sc, PlanOptions(solver="greedy", shocks=shocks)) \
             if compare_greedy and solver == "milp" else None
-    print_summary(result, _out, greedy)
-    written = write_plan(result, out, greedy)
-    _out.print(f"wrote {', '.join(str(p) for p in written)}", markup=False, highlight=False)
+    print_summary(result, out_console, greedy)
+    source = str(Path(path).resolve()) if path is not None and Path(path).is_file() else (path or DEFAULT_SCENARIO)
+    written = write_plan(result, out, greedy, source)
+    out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False, highlight=False)
 
 
 def _strip_required(node: object) -> None:
@@ -155,15 +129,17 @@ def schema(
             out.write_text(text + "\n", encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror}; choose another --out") from exc
-        _out.print(f"wrote {out}", markup=False)
+        out_console.print(f"wrote {out}", markup=False)
 
 
 app.command("perf", help="Inference performance of a model on a chip: fit, batch, TTFT, TPOT, goodput per chip.")(
-    perf_command
+    cli_errors(perf_command)
 )
 app.command("latency", help="Estimated network round trip between two places (city, country, site id, lat,lon).")(
-    latency_command
+    cli_errors(latency_command)
 )
+for _register in (register_sim, register_report, register_gateway):
+    _register(app)
 
 
 def main() -> None:

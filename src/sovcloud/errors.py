@@ -9,11 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "ConfigError",
+    "InsufficientFunds",
+    "LedgerError",
     "PhysicsError",
+    "PlanFileError",
     "Problem",
     "ScenarioError",
     "ScenarioNotFound",
     "SovcloudError",
+    "TraceError",
     "UnknownEntity",
     "UsageError",
 ]
@@ -76,3 +81,29 @@ class PhysicsError(SovcloudError):
     """Physics inputs that cannot be evaluated (e.g. a non-positive token count)."""
 
     exit_code = 2
+
+
+class PlanFileError(SovcloudError):
+    """A plan.json (or its Parquet tables) that is missing, malformed or of another schema version."""
+
+    exit_code = 2
+
+
+class TraceError(SovcloudError):
+    """A request trace file that cannot be read: names the file, the row, the column and the value."""
+
+    exit_code = 2
+
+
+class ConfigError(SovcloudError):
+    """A gateway, emulator or tenant configuration value that cannot be used."""
+
+    exit_code = 2
+
+
+class LedgerError(SovcloudError):
+    """The metering ledger cannot be opened or written (database unreachable, schema mismatch)."""
+
+
+class InsufficientFunds(LedgerError):
+    """A tenant's grants and credits cannot cover a request's worst-case cost."""

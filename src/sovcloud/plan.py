@@ -142,6 +142,7 @@ def plan_from_solution(pi: PlanInputs, r: SolveResult) -> xr.Dataset:
     energy_cost = (energy * d.energy_price).sum("site")
     renew_cost = (renew * d.renewable_price).sum("site")
     util = (busy / (fleet_chips * 8760.0).where(fleet_chips > 0)).fillna(0.0)
+    deployed = _deployed_chips(r, d, fleet_chips)
     power_mw = (fleet_servers * d.server_chips * d.chip_full_mw).sum("chip")
 
     coords = {"zone": zones, "site": d.site.values, "model": d.model.values, "workload": d.workload.values,
@@ -155,6 +156,7 @@ def plan_from_solution(pi: PlanInputs, r: SolveResult) -> xr.Dataset:
             "power_used_mw": power_mw,
             "power_cap_mw": d.installed_mw + d.option_cap_mw,
             "utilization": util,
+            "deployed_chips": deployed,
             "served_mtok_day": (("zone", "site", "model", "workload", "period"), served),
             "unserved_mtok_day": (("zone", "model", "workload", "period"), unserved),
             "energy_mwh": energy, "it_energy_mwh": it_mwh, "renewable_mwh": renew,
@@ -164,3 +166,16 @@ def plan_from_solution(pi: PlanInputs, r: SolveResult) -> xr.Dataset:
         },
         coords=coords,
     )
+
+
+def _deployed_chips(r: SolveResult, d: xr.Dataset, fleet_chips: xr.DataArray) -> xr.DataArray:
+    """Chips of each fleet running each model [site, chip, model, period].
+
+    The model's ``alloc`` says how many chips of a fleet a model needs; chips the solution leaves
+    unallocated (idle headroom) are spread over the fleet's models in proportion to ``alloc``, so
+    every chip bought serves some model and the sum over models equals the fleet.
+    """
+    alloc = r["alloc"].fillna(0).clip(min=0).reindex(site=d.site, chip=d.chip, model=d.model, fill_value=0)
+    total = alloc.sum("model")
+    scale = (fleet_chips / total.where(total > 0)).fillna(0.0)
+    return (alloc * scale).transpose("site", "chip", "model", "period")

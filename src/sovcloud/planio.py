@@ -6,7 +6,8 @@ the solver outcome (status, objective, bound, gap, source, timings), the decisio
 fleet per period), costs per period, served shares, the independent checks and the shortfall
 explanations. Parquet tables: ``sites`` (site x period: built/opened/power/energy/water/carbon),
 ``fleet`` (site x chip x period), ``flows`` (zone x site x model x workload x period, non-zero
-only), ``unserved`` (zone x model x workload x period, non-zero only) and ``costs`` (per period).
+only), ``deployments`` (site x chip x model x period: chips running each model, with its
+tensor-parallel degree), ``unserved`` (zone x model x workload x period, non-zero only) and ``costs`` (per period).
 """
 
 from __future__ import annotations
@@ -50,20 +51,28 @@ def _tables(plan: Plan) -> dict[str, pd.DataFrame]:
     flows = flows.merge(rtt, on=["zone", "site"], how="left")
     unserved = a.unserved_mtok_day.to_dataframe().reset_index()
     unserved = unserved[unserved.unserved_mtok_day > 1e-9]
+    dep = a.deployed_chips.to_dataframe().reset_index()
+    dep = dep[dep.deployed_chips > 1e-6].copy()
+    tp = plan.inputs.ds.tp.max("workload").to_dataframe().reset_index()
+    dep = dep.merge(tp, on=["model", "chip"], how="left")
     costs = a[["capex_servers_musd", "capex_sites_musd", "opex_lease_musd", "energy_musd",
                "renewables_musd"]].to_dataframe().reset_index()
-    return {"sites": sites, "fleet": fleet, "flows": flows, "unserved": unserved, "costs": costs}
+    return {"sites": sites, "fleet": fleet, "deployments": dep, "flows": flows, "unserved": unserved,
+            "costs": costs}
 
 
-def plan_document(plan: Plan, greedy: Plan | None = None) -> dict[str, Any]:
+def plan_document(plan: Plan, greedy: Plan | None = None, source: str | None = None) -> dict[str, Any]:
     a, r = plan.arrays, plan.result
     checks = check_plan(plan)
     shares = served_shares(plan)
     doc: dict[str, Any] = {
         "schema": PLAN_SCHEMA,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "scenario": {"name": plan.scenario.name, "sha256": scenario_sha256(plan),
-                     "shocks": list(plan.scenario.applied_shocks)},
+        "scenario": {"name": plan.scenario.name, "source": source or plan.scenario.name,
+                     "sha256": scenario_sha256(plan), "shocks": list(plan.scenario.applied_shocks)},
+        "periods": [int(p) for p in a.period.values],
+        "sites": [{"site": s.id, "name": s.name, "city": s.city, "country": s.country, "lat": s.lat, "lon": s.lon,
+                   "kind": str(s.kind), "status": str(s.status)} for s in plan.scenario.sites],
         "solver": {"source": r.source, "status": r.status, "objective_musd": _num(r.objective),
                    "bound_musd": _num(r.bound), "gap": _num(r.gap), "timings_s": r.timings,
                    "build_timings_s": plan.timings},
@@ -76,6 +85,10 @@ def plan_document(plan: Plan, greedy: Plan | None = None) -> dict[str, Any]:
                        "chips": int(chips)}
                       for site, chip, period, bought, chips in _tables(plan)["fleet"][
                           ["site", "chip", "period", "servers_bought", "fleet_chips"]].to_numpy().tolist()],
+            "deployments": [{"site": str(site), "chip": str(chip), "model": str(model), "period": int(period),
+                             "chips": round(float(chips), 3), "tp": int(tp)}
+                            for site, chip, model, period, chips, tp in _tables(plan)["deployments"][
+                                ["site", "chip", "model", "period", "deployed_chips", "tp"]].to_numpy().tolist()],
         },
         "costs_musd": {str(p): {k: float(a[k].sel(period=p)) for k in
                                 ("capex_servers_musd", "capex_sites_musd", "opex_lease_musd", "energy_musd",
@@ -101,13 +114,13 @@ def plan_document(plan: Plan, greedy: Plan | None = None) -> dict[str, Any]:
     return doc
 
 
-def write_plan(plan: Plan, out_dir: Path, greedy: Plan | None = None) -> list[Path]:
+def write_plan(plan: Plan, out_dir: Path, greedy: Plan | None = None, source: str | None = None) -> list[Path]:
     """Write plan.json and the Parquet tables into ``out_dir``; returns the paths written."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         path = out_dir / "plan.json"
-        path.write_text(json.dumps(plan_document(plan, greedy), indent=2) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(plan_document(plan, greedy, source), indent=2) + "\n", encoding="utf-8")
         written.append(path)
         for name, frame in _tables(plan).items():
             p = out_dir / f"{name}.parquet"
