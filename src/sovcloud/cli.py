@@ -17,6 +17,7 @@ from .cli_latency import latency_command
 from .cli_perf import perf_command
 from .cli_report import register as register_report
 from .cli_sim import register as register_sim
+from .cli_tenants import register as register_tenants
 from .cliutil import cli_errors, out_console
 from .compiled import compile as compile_world
 from .display import show_world
@@ -138,7 +139,7 @@ app.command("perf", help="Inference performance of a model on a chip: fit, batch
 app.command("latency", help="Estimated network round trip between two places (city, country, site id, lat,lon).")(
     cli_errors(latency_command)
 )
-for _register in (register_sim, register_report, register_gateway):
+for _register in (register_sim, register_report, register_gateway, register_tenants):
     _register(app)
 
 

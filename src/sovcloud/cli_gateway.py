@@ -1,4 +1,4 @@
-"""``sovcloud serve``, ``emulate`` and ``tenants`` (registered on the main app by :func:`register`)."""
+"""``sovcloud serve`` and ``sovcloud emulate`` (registered on the main app by :func:`register`)."""
 
 from __future__ import annotations
 
