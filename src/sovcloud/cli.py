@@ -25,6 +25,7 @@ from .errors import UsageError
 from .plan import PlanOptions, make_plan
 from .planio import write_plan
 from .planreport import print_summary
+from .report import write_report
 from .scenario import DEFAULT_SCENARIO, load_scenario
 from .shocks import parse_shock
 from .world import Scenario
@@ -75,6 +76,7 @@ def plan(
     shock: list[str] = typer.Option(None, "--shock", help="overlay kind:target[:factor][@when], repeatable"),
     compare_greedy: bool = typer.Option(True, "--compare-greedy/--no-compare-greedy",
                                         help="also solve the greedy baseline and report the saving"),
+    report: bool = typer.Option(True, "--report/--no-report", help="also write the HTML report (report.html)"),
 ) -> None:
     """Plan the multi-year buildout (sites, chips, flows) at the lowest cost, and explain shortfalls."""
     if solver not in ("milp", "greedy"):
@@ -97,6 +99,8 @@ def plan(
     print_summary(result, out_console, greedy)
     source = str(Path(path).resolve()) if path is not None and Path(path).is_file() else (path or DEFAULT_SCENARIO)
     written = write_plan(result, out, greedy, source)
+    if report:
+        written.append(write_report(out / "plan.json", out / "report.html"))
     out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False, highlight=False)
 
 

@@ -212,10 +212,10 @@ def _reload_scenario(path: Path, source: str, shocks: list[str]) -> tuple[Scenar
     try:
         sc = load_scenario(candidates[0])
     except SovcloudError as exc:
-        first = str(exc).splitlines()[0]
-        detail = str(exc).splitlines()[1] if len(str(exc).splitlines()) > 1 else ""
-        raise PlanFileError(f"{path}: scenario.source: cannot load {source!r} ({first}{'; ' + detail if detail else ''})"
-                            "; fix: put the scenario back at that path or write the plan again") from exc
+        lines = str(exc).splitlines()
+        detail = "; ".join(lines[:2])
+        raise PlanFileError(f"{path}: scenario.source: cannot load {source!r} ({detail}); fix: put the scenario back "
+                            "at that path or write the plan again") from exc
     own = [s.label() for s in sc.shocks]
     warnings: list[str] = []
     if shocks[:len(own)] != own:
