@@ -4,10 +4,12 @@ Run: ``python benchmarks/perf_accuracy.py``
 
 1. The calibration CSV (``sovcloud/data/validation/perf_calibration.csv``): predicted vs measured
    output tokens/s per chip with the tabled family constants, the consistency screen, and the
-   median / largest absolute error over the admitted cases.
-2. ``calibrate()`` re-fitted from scratch, to show it reproduces the tabled constants.
-3. Held-out published figures that were NOT used for fitting (TensorRT-LLM performance overview,
-   trtllm-bench max-throughput, total output tokens/s of one TP group).
+   median / largest absolute error over the admitted cases and over all rows; for the rows the
+   screen holds out, the mean input length at which the fitted model reproduces them.
+2. ``calibrate()`` and ``calibrate_moe()`` re-fitted from scratch, to show they reproduce the
+   tabled constants; the MoE calibration rows (``perf_moe_calibration.csv``) with their errors.
+3. Held-out published figures that were NOT used for fitting: every figure of the TensorRT-LLM
+   performance overview (v1.0) for catalog models on catalog chips, less the MoE calibration rows.
 4. Wall time of ``goodput_table()`` for the full catalog.
 """
 
@@ -18,38 +20,70 @@ import time
 import numpy as np
 
 from sovcloud.perf import estimate, goodput_table
-from sovcloud.perf_calibrate import MAX_UTILISATION, calibrate, evaluate_cases, load_calibration_cases
+from sovcloud.perf_calibrate import (
+    MAX_UTILISATION,
+    CalibrationCase,
+    calibrate,
+    calibrate_moe,
+    evaluate_cases,
+    load_calibration_cases,
+    load_moe_calibration_cases,
+)
 from sovcloud.roofline import FAMILY_CONSTANTS
 
-#: Published held-out figures: (model, chip, precision, TP, ISL, OSL, total output tok/s of the TP group).
-#: Source: NVIDIA/TensorRT-LLM docs/source/performance/perf-overview.md (v1.0 tables, PyTorch backend,
-#: https://github.com/NVIDIA/TensorRT-LLM/blob/main/docs/source/performance/perf-overview.md).
-HELD_OUT_SOURCE = "TensorRT-LLM perf-overview.md (v1.0), trtllm-bench max throughput"
-HELD_OUT: tuple[tuple[str, str, str, int, int, int, float], ...] = (
-    ("llama-3.3-70b", "b200", "fp4", 1, 128, 128, 11147),
-    ("llama-3.3-70b", "b200", "fp4", 1, 1000, 1000, 7007),
-    ("llama-3.3-70b", "b200", "fp4", 1, 2048, 128, 1339),
-    ("llama-3.3-70b", "b200", "fp4", 1, 5000, 500, 1459),
-    ("llama-3.3-70b", "h200-sxm", "fp8", 1, 128, 2048, 4336),
-    ("llama-3.3-70b", "h200-sxm", "fp8", 1, 2048, 2048, 2003),
-    ("llama-3.3-70b", "h200-sxm", "fp8", 1, 5000, 500, 566),
-    ("llama-3.3-70b", "h200-sxm", "fp8", 1, 20000, 2000, 283),
-    ("llama-3.3-70b", "h100-sxm", "fp8", 2, 128, 128, 6378),
-    ("llama-3.3-70b", "h100-sxm", "fp8", 2, 5000, 500, 898),
-    ("llama-3.1-405b", "b200", "fp4", 4, 128, 128, 6281),
-    ("llama-3.1-405b", "b200", "fp4", 4, 1000, 1000, 5209),
-    ("llama-3.1-405b", "b200", "fp4", 4, 5000, 500, 1048),
-    ("llama-3.1-405b", "h200-sxm", "fp8", 8, 1000, 1000, 3330),
-    ("llama-3.1-405b", "h200-sxm", "fp8", 8, 2048, 128, 456),
-    ("llama-3.1-405b", "h100-sxm", "fp8", 8, 1000, 1000, 2919),
-    ("llama-3.1-405b", "h100-sxm", "fp8", 8, 2048, 128, 453),
-    ("qwen3-235b-a22b", "b200", "fp4", 8, 1000, 1000, 42391),
-    ("qwen3-235b-a22b", "h200-sxm", "fp8", 8, 128, 128, 30429),
-    ("qwen3-235b-a22b", "h200-sxm", "fp8", 8, 1000, 1000, 23789),
-    ("qwen3-235b-a22b", "h100-sxm", "fp8", 8, 1000, 1000, 14898),
-    ("qwen3-30b-a3b", "b200", "fp4", 1, 1000, 1000, 25828),
-    ("qwen3-30b-a3b", "b200", "fp4", 1, 2048, 128, 6251),
+#: Source of the held-out figures (total output tokens/s of one TP group, trtllm-bench max throughput).
+HELD_OUT_SOURCE = (
+    "NVIDIA/TensorRT-LLM docs/source/performance/perf-overview.md (v1.0 tables, PyTorch backend; "
+    "https://github.com/NVIDIA/TensorRT-LLM/blob/main/docs/source/performance/perf-overview.md)"
 )
+SHAPES: tuple[tuple[int, int], ...] = (
+    (128, 128), (128, 2048), (128, 4096), (500, 2000), (1000, 1000),
+    (1000, 2000), (2048, 128), (2048, 2048), (5000, 500), (20000, 2000),
+)
+#: (model, chip, precision, TP) -> total output tok/s per shape of ``SHAPES`` (None: not published).
+TABLES: dict[tuple[str, str, str, int], tuple[float | None, ...]] = {
+    ("llama-3.3-70b", "b200", "fp4", 1): (11147, 9922, 6831, 7762, 7007, 6271, 1339, 4783, 1459, 665),
+    ("llama-3.3-70b", "h200-sxm", "fp8", 1): (3803, 4336, 2872, 3666, 2909, 2994, 442, 2003, 566, 283),
+    ("llama-3.3-70b", "h100-sxm", "fp8", 2): (6378, 6651, 4199, 5222, 4205, 4146, 762, 3082, 898, 437),
+    ("llama-3.1-405b", "b200", "fp4", 4): (6281, 8020, 6345, 6244, 5209, 4933, 749, 4212, 1048, 672),
+    ("llama-3.1-405b", "h200-sxm", "fp8", 8): (3814, 5348, 4741, 4724, 3330, 3722, 456, 2948, 650, 505),
+    ("llama-3.1-405b", "h100-sxm", "fp8", 8): (3627, 4340, 3116, 3994, 2919, 2895, 453, 2296, 610, 345),
+    ("qwen3-235b-a22b", "b200", "fp4", 8): (63362, 66057, 39496, 57117, 42391, 34105, 7329, 26854, 8190, 4453),
+    ("qwen3-235b-a22b", "h200-sxm", "fp8", 8): (
+        30429, 42821, 26852, 28026, 23789, 22061, 3331, 16672, 3623, 1876,
+    ),
+    ("qwen3-235b-a22b", "h100-sxm", "fp8", 8): (None, 19658, 12447, 18351, 14898, 15136, None, 9924, 3225, None),
+    ("qwen3-30b-a3b", "b200", "fp4", 1): (39827, 37844, 24953, 27817, 25828, 22051, 6251, 17554, 6142, 2944),
+}
+#: The 23 figures this benchmark held out before the MoE term (17 dense, 6 MoE), for before/after comparison.
+PREVIOUS_SUBSET: frozenset[tuple[str, str, int, int]] = frozenset(
+    {
+        ("llama-3.3-70b", "b200", 128, 128), ("llama-3.3-70b", "b200", 1000, 1000),
+        ("llama-3.3-70b", "b200", 2048, 128), ("llama-3.3-70b", "b200", 5000, 500),
+        ("llama-3.3-70b", "h200-sxm", 128, 2048), ("llama-3.3-70b", "h200-sxm", 2048, 2048),
+        ("llama-3.3-70b", "h200-sxm", 5000, 500), ("llama-3.3-70b", "h200-sxm", 20000, 2000),
+        ("llama-3.3-70b", "h100-sxm", 128, 128), ("llama-3.3-70b", "h100-sxm", 5000, 500),
+        ("llama-3.1-405b", "b200", 128, 128), ("llama-3.1-405b", "b200", 1000, 1000),
+        ("llama-3.1-405b", "b200", 5000, 500), ("llama-3.1-405b", "h200-sxm", 1000, 1000),
+        ("llama-3.1-405b", "h200-sxm", 2048, 128), ("llama-3.1-405b", "h100-sxm", 1000, 1000),
+        ("llama-3.1-405b", "h100-sxm", 2048, 128), ("qwen3-235b-a22b", "b200", 1000, 1000),
+        ("qwen3-235b-a22b", "h200-sxm", 128, 128), ("qwen3-235b-a22b", "h200-sxm", 1000, 1000),
+        ("qwen3-235b-a22b", "h100-sxm", 1000, 1000), ("qwen3-30b-a3b", "b200", 1000, 1000),
+        ("qwen3-30b-a3b", "b200", 2048, 128),
+    }
+)
+MOE_MODELS = frozenset({"qwen3-235b-a22b", "qwen3-30b-a3b"})
+
+
+def _input_matching(case: CalibrationCase, tp: int) -> int:
+    """Mean input length at which the fitted model reproduces ``case`` (bisection; model is monotone in I)."""
+    lo, hi = 1, case.input_tokens
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        r = estimate(case.model, case.chip, tp, case.precision, mid, case.output_tokens, case.ttft_slo_s,
+                     case.tpot_slo_s)
+        lo, hi = (mid, hi) if r.output_tokens_per_s_per_chip > case.measured else (lo, mid)
+    return lo
 
 
 def _calibration_table() -> None:
@@ -57,12 +91,12 @@ def _calibration_table() -> None:
     report = evaluate_cases(cases)
     print("== Calibration CSV (tabled constants) ==")
     header = f"{'case':40s} {'predicted':>9s} {'measured':>9s} {'error':>7s} {'tp':>3s} {'batch':>5s}"
-    print(header + f" {'bound':>8s} {'util':>5s}  status")
+    print(header + f" {'bound':>12s} {'util':>5s}  status")
     for row in report.rows:
         status = "admitted" if row.admitted else "HELD OUT (inconsistent shape)"
         print(
             f"{row.case_id:40s} {row.predicted:9.0f} {row.measured:9.0f} {row.error:+7.1%} {row.tp:3d} "
-            f"{row.batch:5d} {row.bound:>8s} {row.utilisation:5.2f}  {status}"
+            f"{row.batch:5d} {row.bound:>12s} {row.utilisation:5.2f}  {status}"
         )
     print(
         f"admitted {len(report.admitted)}/{len(report.rows)}: median |error| {report.median_abs_error:.1%}, "
@@ -76,42 +110,61 @@ def _calibration_table() -> None:
     )
     for row, case in zip(report.rows, cases, strict=True):
         if not row.admitted:
-            alt = [
-                estimate(case.model, case.chip, row.tp, case.precision, i, case.output_tokens,
-                         case.ttft_slo_s, case.tpot_slo_s).output_tokens_per_s_per_chip / case.measured - 1
-                for i in (200, 300)
-            ]
+            need = _input_matching(case, row.tp)
             print(
-                f"  {case.case_id}: error with input 200 / 300 tokens instead of {case.input_tokens}: "
-                f"{alt[0]:+.0%} / {alt[1]:+.0%}"
+                f"  {case.case_id}: stated input {case.input_tokens}, output {case.output_tokens}; the fitted "
+                f"model reproduces the measurement at a mean input of {need} tokens"
             )
 
 
 def _refit() -> None:
-    print("\n== calibrate() from scratch vs FAMILY_CONSTANTS ==")
+    print("\n== calibrate() / calibrate_moe() from scratch vs FAMILY_CONSTANTS ==")
     report = calibrate(load_calibration_cases())
     fitted = report.constants["nvidia-hopper"]
     table = FAMILY_CONSTANTS["nvidia-hopper"]
     for name in ("compute_eff", "bw_eff", "step_overhead_s"):
-        print(f"{name:16s} fitted {getattr(fitted, name):.4g}  table {getattr(table, name):.4g}")
-    print(f"fitted: median |error| {report.median_abs_error:.1%}, max {report.max_abs_error:.1%}")
+        print(f"hopper {name:16s} fitted {getattr(fitted, name):.4g}  table {getattr(table, name):.4g}")
+    print(f"  fitted: median |error| {report.median_abs_error:.1%}, max {report.max_abs_error:.1%}")
+    moe_cases = load_moe_calibration_cases()
+    for family in ("nvidia-hopper", "nvidia-blackwell"):
+        rep = calibrate_moe(moe_cases, family)
+        got = rep.constants[family].moe_pair_s
+        print(
+            f"{family} moe_pair_s fitted {got * 1e9:.2f} ns  table {FAMILY_CONSTANTS[family].moe_pair_s * 1e9:.2f} ns"
+            f"  (MoE rows of the family: median |error| {rep.median_abs_error:.1%}, max {rep.max_abs_error:.1%})"
+        )
+    print("\n== MoE calibration rows (perf_moe_calibration.csv, fitted: in-sample) ==")
+    report = evaluate_cases(moe_cases)
+    for row in report.rows:
+        print(f"{row.case_id:44s} predicted {row.predicted:8.0f} measured {row.measured:8.0f} {row.error:+6.0%} "
+              f"({row.bound})")
+    print(f"all {len(report.rows)}: median |error| {report.median_abs_error:.1%}, max {report.max_abs_error:.1%}")
 
 
 def _held_out() -> None:
     print(f"\n== Held-out published figures (not fitted): {HELD_OUT_SOURCE} ==")
-    errors: dict[str, list[float]] = {"dense": [], "moe": []}
-    for model, chip, precision, tp, isl, osl, measured in HELD_OUT:
-        r = estimate(model, chip, tp, precision, isl, osl)
-        pred = r.output_tokens_per_s_per_chip * tp
-        err = pred / measured - 1
-        kind = "moe" if model.startswith("qwen3-") and "a" in model.split("-")[-1] else "dense"
-        errors[kind].append(abs(err))
-        print(
-            f"{model:16s} {chip:9s} {precision} TP{tp} {isl:5d}/{osl:<5d} predicted {pred:8.0f} "
-            f"measured {measured:7.0f} {err:+6.0%} ({r.bound})"
-        )
+    fitted = {(c.model, c.chip, c.tp, c.input_tokens, c.output_tokens) for c in load_moe_calibration_cases()}
+    errors: dict[str, list[float]] = {"dense": [], "moe": [], "dense (previous 17)": [], "moe (previous 6)": []}
+    for (model, chip, precision, tp), values in TABLES.items():
+        for (isl, osl), measured in zip(SHAPES, values, strict=True):
+            if measured is None:
+                continue
+            kind = "moe" if model in MOE_MODELS else "dense"
+            r = estimate(model, chip, tp, precision, isl, osl)
+            pred = r.output_tokens_per_s_per_chip * tp
+            err = pred / measured - 1
+            if (model, chip, isl, osl) in PREVIOUS_SUBSET:
+                errors[f"{kind} (previous {17 if kind == 'dense' else 6})"].append(abs(err))
+            status = "fitted" if (model, chip, tp, isl, osl) in fitted else "held out"
+            if status == "held out":
+                errors[kind].append(abs(err))
+            print(
+                f"{model:16s} {chip:9s} {precision} TP{tp} {isl:5d}/{osl:<5d} predicted {pred:8.0f} "
+                f"measured {measured:7.0f} {err:+6.0%} ({r.bound}){'' if status == 'held out' else ' [fitted]'}"
+            )
     for kind, errs in errors.items():
         print(f"{kind}: median |error| {np.median(errs):.0%}, max {max(errs):.0%} over {len(errs)} figures")
+    print("(the 'previous' subsets include 4 MoE figures that are now MoE calibration rows)")
 
 
 def _timing() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -19,16 +20,23 @@ from sovcloud.perf import SCENARIOS, Workload, best_estimate, estimate, goodput_
 from sovcloud.perf_calibrate import (
     MAX_UTILISATION,
     calibrate,
+    calibrate_moe,
     evaluate_cases,
     implied_utilisation,
     load_calibration_cases,
+    load_moe_calibration_cases,
+    predict_case,
 )
 from sovcloud.perf_omni import omni_costs
 from sovcloud.roofline import (
     FAMILY_CONSTANTS,
     deployment,
     expected_distinct_experts,
+    expert_read_bytes,
+    gemm_time,
     geometry,
+    moe_dispatch_time,
+    prefill_time,
     step_times,
     weight_read_bytes,
 )
@@ -159,6 +167,114 @@ def test_calibrate_reproduces_family_table() -> None:
     assert fitted.bw_eff == pytest.approx(table.bw_eff, abs=0.03)
     assert fitted.step_overhead_s == pytest.approx(table.step_overhead_s, abs=1e-3)
     assert report.median_abs_error <= 0.20 and report.max_abs_error <= 0.40
+    moe_cases = load_moe_calibration_cases()
+    for family in ("nvidia-hopper", "nvidia-blackwell"):
+        moe = calibrate_moe(moe_cases, family)
+        assert moe.constants[family].moe_pair_s == pytest.approx(FAMILY_CONSTANTS[family].moe_pair_s, rel=0.03)
+        assert moe.constants[family].compute_eff == FAMILY_CONSTANTS[family].compute_eff  # roofline held
+
+
+def test_moe_calibration_rows_and_published_tp() -> None:
+    cases = load_moe_calibration_cases()
+    assert len(cases) == 20 and all(c.tp is not None for c in cases)
+    assert {c.model for c in cases} == {"qwen3-30b-a3b", "qwen3-235b-a22b"}
+    for case in cases:
+        assert predict_case(case).chips == case.tp  # the published TP degree, not the best divisor
+    report = evaluate_cases(cases)
+    blackwell = [abs(r.error) for r, c in zip(report.rows, cases, strict=True) if c.chip == "b200"]
+    hopper = [abs(r.error) for r, c in zip(report.rows, cases, strict=True) if c.chip != "b200"]
+    assert np.median(blackwell) <= 0.15 and max(blackwell) <= 0.25  # Qwen3-30B-A3B on B200, all 10 shapes
+    assert np.median(hopper) <= 0.25  # Qwen3-235B-A22B on H200 (serving-mode residuals, see docs)
+    assert report.median_abs_error <= 0.20
+    # before the dispatch term the same rows were over-predicted by up to +145 % (Qwen3-30B, 2048/128)
+    no_term = {f: FAMILY_CONSTANTS[f].with_moe(0.0) for f in ("nvidia-hopper", "nvidia-blackwell")}
+    worst = evaluate_cases(cases, no_term)
+    assert max(r.error for r in worst.rows) > 1.0
+
+
+def test_moe_dispatch_term_is_exactly_the_modelled_cost() -> None:
+    g = geometry(SC.model("qwen3-235b-a22b"))
+    batch = np.arange(1.0, 65.0)
+    for chips in (1, 8):
+        with_term = deployment(SC.chip("h200-sxm"), chips, "fp8")
+        without = deployment(SC.chip("h200-sxm"), chips, "fp8", with_term.consts.with_moe(0.0))
+        a = step_times(g, with_term, batch, 1000, 100)
+        b = step_times(g, without, batch, 1000, 100)
+        tokens = batch * (1.0 + 1000 / 100)
+        modelled = tokens * 8 * 94 * with_term.consts.moe_pair_s / chips  # T*k*L_moe*c_pair/n
+        np.testing.assert_allclose(a.step - b.step, modelled, rtol=1e-9)
+        np.testing.assert_allclose(a.moe_dispatch, modelled, rtol=1e-12)
+        assert np.all(b.moe_dispatch == 0.0)
+        pre = prefill_time(g, with_term, 1000) - prefill_time(g, without, 1000)
+        assert pre == pytest.approx(1000 * 8 * 94 * with_term.consts.moe_pair_s / chips, rel=1e-9)
+
+
+def test_moe_decode_is_slower_than_its_dense_equivalent_by_the_modelled_terms() -> None:
+    """A dense model with the MoE's active parameters reads P_act per step; the MoE reads every touched
+    expert and pays the dispatch of its routed pairs: at small batch the step differs by exactly that."""
+    g = geometry(SC.model("qwen3-30b-a3b"))
+    dense_eq = dataclasses.replace(
+        g,
+        total_params=g.active_params,
+        nonexpert_params=g.active_params,
+        routed_active_params=0.0,
+        experts=0,
+        experts_per_token=0,
+        moe_layers=0,
+    )
+    d = deployment(SC.chip("b200"), 1, "fp4")
+    batch = np.array([1.0, 2.0, 4.0, 8.0])
+    moe = step_times(g, d, batch, 1000, 1000)
+    dense = step_times(dense_eq, d, batch, 1000, 1000)
+    tokens = batch * 2.0
+    bw = d.mem_bw * d.consts.bw_eff
+    extra_reads = (weight_read_bytes(g, d, tokens) - g.active_params * d.weight_bytes_per_param) / bw
+    dispatch = tokens * 8 * 48 * d.consts.moe_pair_s
+    assert np.all(moe.memory > moe.compute)  # small-batch decode is memory-bound
+    np.testing.assert_allclose(moe.step - dense.step, extra_reads + dispatch, rtol=1e-9)
+    assert np.all(moe.step > dense.step) and np.all(dispatch > 0)
+    assert np.all(expert_read_bytes(g, d, tokens) >= g.routed_active_params * d.weight_bytes_per_param * 0.999)
+    assert np.all(dense.moe_dispatch == 0.0)
+
+
+def test_expert_gemm_efficiency_rises_with_tokens_per_expert() -> None:
+    """Useful expert FLOP rate = 2*P_routed*T / (expert GEMM + dispatch time): rises monotonically with the
+    tokens per expert (weight reads amortised) towards the ceiling 2*P_r / (2*P_r/F + k*L_moe*c_pair/n)."""
+    g = geometry(SC.model("qwen3-30b-a3b"))
+    d = deployment(SC.chip("b200"), 1, "fp4")
+    tokens = np.geomspace(1.0, 65536.0, 200)
+    non_routed = dataclasses.replace(  # only the non-routed GEMM kernel
+        g, active_params=g.active_params - g.routed_active_params, routed_active_params=0.0, experts=0
+    )
+    c_all, m_all = gemm_time(g, d, tokens)
+    c_ne, m_ne = gemm_time(non_routed, d, tokens)
+    expert_time = (c_all + m_all) - (c_ne + m_ne) + moe_dispatch_time(g, d, tokens)
+    rate = 2.0 * g.routed_active_params * tokens / expert_time
+    per_expert = tokens * g.experts_per_token / expected_distinct_experts(g.experts, g.experts_per_token, tokens)
+    assert np.all(np.diff(per_expert) > 0)
+    assert np.all(np.diff(rate) >= -1e-9 * rate[:-1]) and rate[-1] > 10 * rate[0]  # non-decreasing
+    f = d.gemm_flops * d.consts.compute_eff
+    ceiling = 2.0 * g.routed_active_params / (
+        2.0 * g.routed_active_params / f + g.experts_per_token * g.moe_layers * d.consts.moe_pair_s
+    )
+    assert np.all(rate <= ceiling * (1 + 1e-12)) and rate[-1] == pytest.approx(ceiling, rel=1e-9)
+    assert ceiling < 0.5 * f  # fine-grained experts run well below the dense GEMM rate
+
+
+def test_dense_models_are_unaffected_by_the_moe_constant() -> None:
+    consts = FAMILY_CONSTANTS["nvidia-hopper"]
+    for model in ("llama-3.1-70b", "qwen3-32b", "llama-3.1-405b"):
+        a = estimate(model, "h200-sxm", 8, "fp8", 1000, 1000, constants=consts.with_moe(0.0))
+        b = estimate(model, "h200-sxm", 8, "fp8", 1000, 1000, constants=consts.with_moe(1e-6))
+        assert a == b and a.step_moe_dispatch_s == 0.0
+    g = geometry(SC.model("llama-3.1-70b"))
+    assert g.routed_active_params == 0.0
+    d = deployment(SC.chip("h200-sxm"), 1, "fp8")
+    tokens = np.array([1.0, 100.0, 10000.0])
+    compute, memory = gemm_time(g, d, tokens)
+    flops = d.gemm_flops * d.consts.compute_eff
+    roof = np.maximum(2 * g.active_params * tokens / flops, weight_read_bytes(g, d, tokens) / (d.mem_bw * 0.9))
+    np.testing.assert_allclose(compute + memory, roof, rtol=1e-12)  # one roofline, as before the split
 
 
 def test_every_catalog_pair_gives_figures_or_reason() -> None:
@@ -171,7 +287,9 @@ def test_every_catalog_pair_gives_figures_or_reason() -> None:
                     if r.ok:
                         assert r.output_tokens_per_s_per_chip > 0 and r.batch >= 1 and r.reason is None
                         assert r.tpot_s <= 0.2 and r.ttft_s <= 2.0
-                        assert r.bound in ("compute", "memory", "communication", "overhead")
+                        assert r.bound in ("compute", "memory", "communication", "moe-dispatch", "overhead")
+                        assert r.step_moe_dispatch_s >= 0.0
+                        assert (r.step_moe_dispatch_s > 0.0) == SC.model(model.id).is_moe
                     else:
                         assert r.reason and r.output_tokens_per_s_per_chip == 0
 

@@ -2,7 +2,8 @@
 
 For a deployment of ``n`` chips (one tensor-parallel group) the per-step time ``t_step(B)`` of
 the steady continuous-batching mix is the summed per-phase roofline of :mod:`sovcloud.roofline`
-(GEMMs, attention, KV writes, all-reduces, fixed overhead). From it, for every candidate batch
+(GEMMs, attention, KV writes, all-reduces, MoE dispatch of routed token-expert pairs, fixed
+overhead). From it, for every candidate batch
 ``B = 1..B_max`` at once (numpy)::
 
     TPOT(B)             = t_step(B)
@@ -93,7 +94,8 @@ class PerfResult:
     """Performance of one (model, chip, chips, precision, request shape, SLOs).
 
     ``fits``: weights and one sequence's KV cache fit; ``meets_slo``: some batch meets the SLOs;
-    ``ok`` = both. Rates are per deployment except ``output_tokens_per_s_per_chip``. When not
+    ``ok`` = both. Rates are per deployment except ``output_tokens_per_s_per_chip``. ``bound``
+    names the largest step component (compute, memory, communication, moe-dispatch, overhead). When not
     ``ok`` the rates are 0, ``batch`` is 0 and ``reason`` says why (with numbers); latencies
     then show the best case (batch 1) when the model fits, else NaN.
     """
@@ -125,6 +127,7 @@ class PerfResult:
     step_memory_s: float
     step_comm_s: float
     step_overhead_s: float
+    step_moe_dispatch_s: float
 
     @property
     def ok(self) -> bool:
@@ -196,6 +199,7 @@ class _Outcome:
     compute: float
     memory: float
     comm: float
+    moe: float
     meets: bool
 
 
@@ -270,6 +274,7 @@ def _best_points(
                 compute=float(st.compute[i]),
                 memory=float(st.memory[i]),
                 comm=float(st.comm[i]),
+                moe=float(st.moe_dispatch[i]),
                 meets=meets,
             )
         )
@@ -277,7 +282,13 @@ def _best_points(
 
 
 def _bound(o: _Outcome, overhead: float) -> str:
-    parts = {"compute": o.compute, "memory": o.memory, "communication": o.comm, "overhead": overhead}
+    parts = {
+        "compute": o.compute,
+        "memory": o.memory,
+        "communication": o.comm,
+        "moe-dispatch": o.moe,
+        "overhead": overhead,
+    }
     return max(parts, key=lambda k: parts[k])
 
 
@@ -337,6 +348,7 @@ def estimate(
         "step_memory_s": nan,
         "step_comm_s": nan,
         "step_overhead_s": nan,
+        "step_moe_dispatch_s": nan,
     }
     if not c.supports(prec):
         return PerfResult(**base, **refused, fits=False, reason=_unsupported_reason(c, prec))
@@ -379,6 +391,7 @@ def estimate(
             step_compute_s=one.compute,
             step_memory_s=one.memory,
             step_comm_s=one.comm,
+            step_moe_dispatch_s=one.moe,
         )
     dec = best.batch / best.step
     return PerfResult(
@@ -397,6 +410,7 @@ def estimate(
         step_compute_s=best.compute,
         step_memory_s=best.memory,
         step_comm_s=best.comm,
+        step_moe_dispatch_s=best.moe,
     )
 
 

@@ -19,6 +19,13 @@ the sum of squared log errors ``sum_i ln(pred_i(x) / meas_i)**2`` over that fami
 (bounded Nelder-Mead from the tabled values). The other constants (link efficiency, all-reduce
 latency, memory reserve) come from sources, not from the fit. Error of a case:
 ``pred/meas - 1``; the report gives the median and the largest absolute error.
+
+MoE fit (:func:`calibrate_moe`): the dispatch cost per routed (token, expert) pair
+``moe_pair_s`` of one family minimises the same loss over that family's rows of
+``data/validation/perf_moe_calibration.csv`` (fine-grained MoE, 128 experts, 8 per token),
+with the roofline constants held at their tabled values (bounded 1-D search on ``ln c``). A
+row with a ``tp`` column is predicted at that tensor-parallel degree only (the published
+configuration) instead of the best divisor of ``chips``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 
 from .errors import PhysicsError
 from .perf import SCENARIOS, PerfResult, best_estimate, resolve_chip, resolve_model
@@ -46,9 +53,11 @@ __all__ = [
     "CalibrationReport",
     "CalibrationRow",
     "calibrate",
+    "calibrate_moe",
     "evaluate_cases",
     "implied_utilisation",
     "load_calibration_cases",
+    "load_moe_calibration_cases",
     "predict_case",
     "screen",
 ]
@@ -70,6 +79,7 @@ class CalibrationCase:
     tpot_slo_s: float | None
     measured: float  # output tokens / s / chip
     source: str
+    tp: int | None = None  # published tensor-parallel degree; None: best divisor of ``chips``
 
 
 @dataclass(frozen=True)
@@ -115,10 +125,15 @@ def _opt_float(text: str) -> float | None:
     return float(text) if text.strip() else None
 
 
-def load_calibration_cases(path: str | Path | None = None) -> list[CalibrationCase]:
-    """Read the calibration CSV (default: the one shipped in ``sovcloud/data/validation``)."""
+def load_calibration_cases(
+    path: str | Path | None = None, *, name: str = "perf_calibration.csv"
+) -> list[CalibrationCase]:
+    """Read a calibration CSV (default: ``name`` as shipped in ``sovcloud/data/validation``).
+
+    An optional ``tp`` column fixes the tensor-parallel degree of a row.
+    """
     if path is None:
-        text = (resources.files("sovcloud") / "data" / "validation" / "perf_calibration.csv").read_text()
+        text = (resources.files("sovcloud") / "data" / "validation" / name).read_text()
     else:
         text = Path(path).read_text()
     cases = []
@@ -144,6 +159,7 @@ def load_calibration_cases(path: str | Path | None = None) -> list[CalibrationCa
                 tpot_slo_s=tpot,
                 measured=float(row["measured_output_tokens_per_s_per_chip"]),
                 source=row["source"],
+                tp=int(row["tp"]) if (row.get("tp") or "").strip() else None,
             )
         )
     return cases
@@ -172,8 +188,11 @@ def screen(cases: Sequence[CalibrationCase]) -> dict[str, bool]:
 
 
 def predict_case(case: CalibrationCase, constants: FamilyConstants | None = None) -> PerfResult:
-    """The model's figure for ``case``: best TP degree in (1, 2, 4, 8) dividing ``case.chips``."""
-    degrees = [t for t in (1, 2, 4, 8) if t <= case.chips and case.chips % t == 0] or [case.chips]
+    """The model's figure for ``case``: its ``tp``, else the best TP degree in (1, 2, 4, 8) dividing ``chips``."""
+    if case.tp is not None:
+        degrees = [case.tp]
+    else:
+        degrees = [t for t in (1, 2, 4, 8) if t <= case.chips and case.chips % t == 0] or [case.chips]
     return best_estimate(
         case.model,
         case.chip,
@@ -243,3 +262,28 @@ def calibrate(cases: Sequence[CalibrationCase], family: str = "nvidia-hopper") -
     )
     fitted = start.with_fit(float(res.x[0]), float(res.x[1]), float(res.x[2]) / 1e3)
     return evaluate_cases(family_cases, {family: fitted})
+
+
+def load_moe_calibration_cases(path: str | Path | None = None) -> list[CalibrationCase]:
+    """The fine-grained MoE calibration rows (``perf_moe_calibration.csv``, TensorRT-LLM perf overview)."""
+    return load_calibration_cases(path, name="perf_moe_calibration.csv")
+
+
+def calibrate_moe(cases: Sequence[CalibrationCase], family: str) -> CalibrationReport:
+    """Fit ``moe_pair_s`` of ``family`` on its MoE cases, roofline constants held (see module doc)."""
+    mine = [c for c in cases if resolve_chip(c.chip).family == family and resolve_model(c.model).is_moe]
+    if not mine:
+        raise PhysicsError(f"no MoE calibration case runs on a chip of family '{family}'")
+    start = family_constants(family)
+    measured = np.array([c.measured for c in mine])
+
+    def loss(log_ns: float) -> float:
+        consts = start.with_moe(float(np.exp(log_ns)) * 1e-9)
+        pred = np.array([predict_case(c, consts).output_tokens_per_s_per_chip for c in mine])
+        if np.any(pred <= 0):
+            return 1e6
+        return float(np.sum(np.log(pred / measured) ** 2))
+
+    res = minimize_scalar(loss, bounds=(np.log(0.1), np.log(1000.0)), method="bounded", options={"xatol": 1e-3})
+    fitted = start.with_moe(float(np.exp(res.x)) * 1e-9)
+    return evaluate_cases(mine, {family: fitted})

@@ -10,11 +10,11 @@ Notation (one deployment = ``n`` chips in one tensor-parallel group, serving req
   so a step processes ``T = B*(1 + I/O)`` tokens.
 * Per-phase roofline, summed over the kernels that run one after another in a step::
 
-      t_gemm  = max(2*P_act*T / (n*F*e_c),  Wread(T) / (n*BW*e_bw))
+      t_gemm  = max(2*P_act*T / (n*F*e_c),  b_w*P_tot / (n*BW*e_bw))      (dense; MoE below)
       t_attn  = max(B*c*a_dec / (n*F_a*e_c), B*c*kv_tok / (n*BW*e_bw)) + B*(I/O)*(I+1)/2*a_pre / (n*F_a*e_c)
       t_kvw   = T*kv_tok / (n*BW*e_bw)
       t_comm  = 2*L*(2*(n-1)/n * T*h*2 / (X*e_x) + lat)       (n > 1; two all-reduces per layer)
-      t_step  = t_gemm + t_attn + t_kvw + t_comm + t_0
+      t_step  = t_gemm + t_attn + t_kvw + t_comm + t_moe + t_0
 
   with ``c = I + (O-1)/2`` the mean context of a decoding sequence, ``a_dec``/``a_pre`` the
   attention FLOPs per (query token, context token) summed over layers (``4*L*H_q*d_head`` for
@@ -29,11 +29,21 @@ Notation (one deployment = ``n`` chips in one tensor-parallel group, serving req
 
   Attention runs at the KV precision's rate ``F_a`` (fp8 if the chip has it and the KV cache
   is fp8, else 16-bit).
-* Mixture of experts: ``P_act`` sets the FLOPs; all experts are resident; the weights read per
-  step are ``Wread(T) = b_w*(P_ne + L_moe*p_e*E*(1 - (1 - k/E)**T))`` where ``E*(1-(1-k/E)^T)``
-  is the expected number of distinct experts (of ``E``, ``k`` per token) touched by ``T``
-  tokens in one layer, ``p_e = 3*h*d_moe`` the parameters of one expert and ``P_ne`` the
-  non-routed parameters. Dense models read ``b_w*P_tot`` per step.
+* Mixture of experts: the routed-expert GEMMs (one grouped GEMM per layer) and the other GEMMs
+  are separate kernels, so their rooflines add::
+
+      t_gemm = max(2*P_ne,act*T / (n*F*e_c), b_w*P_ne / (n*BW*e_bw))
+             + max(2*k*L_moe*p_e*T / (n*F*e_c), b_w*L_moe*p_e*E*(1 - (1 - k/E)**T) / (n*BW*e_bw))
+      t_moe  = T*k*L_moe*c_pair / n
+
+  with ``E*(1-(1-k/E)^T)`` the expected number of distinct experts (of ``E``, ``k`` per token)
+  touched by ``T`` tokens in one layer, ``p_e = 3*h*d_moe`` the parameters of one expert,
+  ``P_ne`` the non-routed parameters (attention, embeddings, shared experts, dense layers) and
+  ``P_ne,act = P_act - k*L_moe*p_e``. ``t_moe`` is the dispatch cost of the routed
+  (token, expert) pairs: top-k, permutation into per-expert rows, activation quantisation and
+  the weighted un-permute/reduce, ``c_pair`` seconds per pair per MoE layer (a family constant,
+  fitted), shared by the ``n`` ranks of expert parallelism. Dense models: ``t_gemm`` is the
+  first line with ``P_ne = P_tot`` and ``t_moe = 0``.
 * Memory: ``KV budget = (1 - r)*n*M - b_w*P_tot`` and ``B_max = floor(budget / ((I+O)*kv_tok))``
   capped at ``MAX_BATCH`` (each sequence reserves its peak KV, as TensorRT-LLM's default
   GUARANTEED_NO_EVICT scheduler does). The KV cache is taken as partitioned without
@@ -47,7 +57,7 @@ Everything here is vectorised over the batch array ``B``; no Python loop runs pe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -68,11 +78,15 @@ __all__ = [
     "StepTimes",
     "deployment",
     "expected_distinct_experts",
+    "expert_read_bytes",
     "family_constants",
+    "gemm_time",
     "geometry",
     "kv_precision_for",
+    "moe_dispatch_time",
     "prefill_time",
     "step_times",
+    "weight_read_bytes",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -99,7 +113,8 @@ class FamilyConstants:
     share of the device-memory bandwidth; ``step_overhead_s``: fixed time per forward step;
     ``link_eff``: achieved share of the scale-up bandwidth in an all-reduce (NCCL bus
     bandwidth / nominal); ``allreduce_latency_s``: fixed time per all-reduce;
-    ``mem_reserve_frac``: share of device memory kept for activations, workspace and runtime.
+    ``mem_reserve_frac``: share of device memory kept for activations, workspace and runtime;
+    ``moe_pair_s``: dispatch time per routed (token, expert) pair per MoE layer (``c_pair``).
     """
 
     family: str
@@ -110,27 +125,25 @@ class FamilyConstants:
     allreduce_latency_s: float
     mem_reserve_frac: float
     basis: str
+    moe_pair_s: float = 0.0
 
     def with_fit(self, compute_eff: float, bw_eff: float, step_overhead_s: float) -> FamilyConstants:
-        """A copy with the three fitted constants replaced."""
-        return FamilyConstants(
-            self.family,
-            compute_eff,
-            bw_eff,
-            step_overhead_s,
-            self.link_eff,
-            self.allreduce_latency_s,
-            self.mem_reserve_frac,
-            self.basis,
-        )
+        """A copy with the three fitted roofline constants replaced."""
+        return replace(self, compute_eff=compute_eff, bw_eff=bw_eff, step_overhead_s=step_overhead_s)
+
+    def with_moe(self, moe_pair_s: float) -> FamilyConstants:
+        """A copy with the fitted MoE dispatch cost per routed pair replaced."""
+        return replace(self, moe_pair_s=moe_pair_s)
 
 
 _HOPPER_BASIS = (
-    "compute_eff, bw_eff, step_overhead_s fitted by sovcloud.perf.calibrate() on "
+    "compute_eff, bw_eff, step_overhead_s fitted by sovcloud.perf_calibrate.calibrate() on "
     "data/validation/perf_calibration.csv (H100/H200 fp8 rows admitted by its consistency screen: 5 of 8); "
     "link_eff 0.8: nccl-tests all-reduce bus bandwidth ~360 of 450 GB/s on NVLink-4; "
     "allreduce_latency 8 us: NCCL/TensorRT-LLM custom all-reduce small-message latency (5-10 us); "
-    "mem_reserve_frac 0.10: TensorRT-LLM kv_cache_free_gpu_mem_fraction 0.9 / vLLM gpu_memory_utilization 0.9"
+    "mem_reserve_frac 0.10: TensorRT-LLM kv_cache_free_gpu_mem_fraction 0.9 / vLLM gpu_memory_utilization 0.9; "
+    "moe_pair_s 16.6 ns fitted by sovcloud.perf_calibrate.calibrate_moe() on the H200 rows of "
+    "data/validation/perf_moe_calibration.csv (Qwen3-235B-A22B, TensorRT-LLM perf overview)"
 )
 
 # Fitted values (calibrate() reproduces them; tests/test_perf.py pins that).
@@ -143,6 +156,7 @@ _HOPPER = FamilyConstants(
     allreduce_latency_s=8e-6,
     mem_reserve_frac=0.10,
     basis=_HOPPER_BASIS,
+    moe_pair_s=16.6e-9,
 )
 
 
@@ -154,19 +168,23 @@ def _like_hopper(family: str, note: str, **changes: float) -> FamilyConstants:
         "link_eff": _HOPPER.link_eff,
         "allreduce_latency_s": _HOPPER.allreduce_latency_s,
         "mem_reserve_frac": _HOPPER.mem_reserve_frac,
+        "moe_pair_s": _HOPPER.moe_pair_s,
     }
     values.update(changes)
     return FamilyConstants(family=family, basis=note, **values)
 
 
-#: Derating constants per hardware family. Only nvidia-hopper is fitted (the calibration data
-#: is H100/H200); the others are ASSUMPTIONS derived from it as stated in ``basis``.
+#: Derating constants per hardware family. nvidia-hopper is fitted (the calibration data is
+#: H100/H200); nvidia-blackwell has only its MoE dispatch cost fitted (B200 rows of the MoE
+#: calibration file); the rest are ASSUMPTIONS derived from hopper as stated in ``basis``.
 FAMILY_CONSTANTS: dict[str, FamilyConstants] = {
     "nvidia-hopper": _HOPPER,
     "nvidia-blackwell": _like_hopper(
         "nvidia-blackwell",
         "ASSUMED equal to nvidia-hopper (same TensorRT-LLM stack; no Blackwell row in the calibration CSV); "
-        "fp4 gains are limited by LOW_PRECISION_SHARE",
+        "fp4 gains are limited by LOW_PRECISION_SHARE; moe_pair_s 15.3 ns fitted by calibrate_moe() on the "
+        "B200 rows of data/validation/perf_moe_calibration.csv (Qwen3-30B-A3B, TensorRT-LLM perf overview)",
+        moe_pair_s=15.3e-9,
     ),
     "nvidia-ampere": _like_hopper(
         "nvidia-ampere", "ASSUMED equal to nvidia-hopper (same software stack; no calibration data)"
@@ -218,6 +236,7 @@ class Geometry:
     experts: int
     experts_per_token: int
     moe_layers: int
+    routed_active_params: float  # k*L_moe*p_e: expert parameters one token runs through
     attn_flops_decode: float  # per (query token, context token), all layers
     attn_flops_prefill: float
     kv_elements_per_token: int
@@ -228,7 +247,8 @@ def geometry(model: ModelArch) -> Geometry:
     """Split ``model`` into routed-expert and other parameters and count attention FLOPs.
 
     ``p_e = 3*h*d_moe`` (gate, up, down); routed = ``E*(L - L_dense)*p_e``; the rest
-    (attention, embeddings, shared experts, dense layers) is read every step.
+    (attention, embeddings, shared experts, dense layers) is read every step. A token runs
+    through ``k*(L - L_dense)*p_e`` routed parameters (``routed_active_params``).
     """
     layers = model.layers
     moe_layers = max(layers - model.dense_layers, 0) if model.is_moe else 0
@@ -239,6 +259,7 @@ def geometry(model: ModelArch) -> Geometry:
             f"model '{model.id}': routed experts ({routed / 1e9:.1f}B params from experts x layers x 3 x "
             f"hidden x moe_intermediate_size) exceed total_params ({model.total_params / 1e9:.1f}B)"
         )
+    routed_active = min(float(model.experts_per_token * moe_layers) * expert_params, model.active_params)
     if model.mla is not None:
         mla = model.mla
         a_dec = 2.0 * layers * model.q_heads * (2 * mla.kv_lora_rank + mla.qk_rope_head_dim)
@@ -257,6 +278,7 @@ def geometry(model: ModelArch) -> Geometry:
         experts=model.experts,
         experts_per_token=model.experts_per_token,
         moe_layers=moe_layers,
+        routed_active_params=routed_active,
         attn_flops_decode=a_dec,
         attn_flops_prefill=a_pre,
         kv_elements_per_token=model.kv_elements_per_token(),
@@ -343,10 +365,48 @@ def expected_distinct_experts(experts: int, per_token: int, tokens: FloatArray |
 
 def weight_read_bytes(g: Geometry, d: Deployment, tokens: FloatArray) -> FloatArray:
     """Weight bytes read by a forward step over ``tokens`` tokens (all resident, touched experts read)."""
+    return np.full_like(tokens, g.nonexpert_params * d.weight_bytes_per_param) + expert_read_bytes(g, d, tokens)
+
+
+def expert_read_bytes(g: Geometry, d: Deployment, tokens: FloatArray) -> FloatArray:
+    """Routed-expert weight bytes read by a step over ``tokens`` tokens (0 for a dense model)."""
     if g.experts == 0:
-        return np.full_like(tokens, g.total_params * d.weight_bytes_per_param)
+        return np.zeros_like(tokens)
     distinct = expected_distinct_experts(g.experts, g.experts_per_token, tokens)
-    return d.weight_bytes_per_param * (g.nonexpert_params + g.moe_layers * g.expert_params * distinct)
+    out: FloatArray = d.weight_bytes_per_param * g.moe_layers * g.expert_params * distinct
+    return out
+
+
+def gemm_time(g: Geometry, d: Deployment, tokens: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """(compute-bound part, memory-bound part) of the GEMMs of a step over ``tokens`` tokens.
+
+    Two kernels per layer whose rooflines add: the non-routed GEMMs
+    ``max(2*P_ne,act*T / F, b_w*P_ne / BW)`` and the routed-expert grouped GEMM
+    ``max(2*k*L_moe*p_e*T / F, expert bytes read / BW)``; each term is reported on the side
+    (compute or memory) that binds it. A dense model has only the first kernel.
+    """
+    c = d.consts
+    flops = d.chips * d.gemm_flops * c.compute_eff
+    bw = d.chips * d.mem_bw * c.bw_eff
+    ne_c = (2.0 * (g.active_params - g.routed_active_params) / flops) * tokens
+    ne_m = g.nonexpert_params * d.weight_bytes_per_param / bw
+    ne_bound = ne_c >= ne_m
+    compute: FloatArray = np.where(ne_bound, ne_c, 0.0)
+    memory: FloatArray = np.where(ne_bound, 0.0, ne_m)
+    if g.routed_active_params > 0.0:
+        ex_c = (2.0 * g.routed_active_params / flops) * tokens
+        ex_m = expert_read_bytes(g, d, tokens) / bw
+        ex_bound = ex_c >= ex_m
+        compute = compute + np.where(ex_bound, ex_c, 0.0)
+        memory = memory + np.where(ex_bound, 0.0, ex_m)
+    return compute, memory
+
+
+def moe_dispatch_time(g: Geometry, d: Deployment, tokens: FloatArray) -> FloatArray:
+    """``T*k*L_moe*c_pair / n``: dispatch time of the routed (token, expert) pairs of a step (0 if dense)."""
+    pairs = tokens * float(g.experts_per_token * g.moe_layers) if g.experts else np.zeros_like(tokens)
+    out: FloatArray = pairs * d.consts.moe_pair_s / d.chips
+    return out
 
 
 def kv_bytes_per_token(g: Geometry, d: Deployment) -> float:
@@ -375,23 +435,36 @@ class StepTimes:
     compute: FloatArray  # binding compute-side terms (GEMM and attention when compute-bound)
     memory: FloatArray  # binding memory-side terms (weights, KV reads and writes)
     comm: FloatArray
+    moe_dispatch: FloatArray  # routed-pair dispatch (0 for dense models)
     overhead: float
     step: FloatArray
     ttft: FloatArray
 
 
 def prefill_time(g: Geometry, d: Deployment, tokens: int) -> float:
-    """Time to prefill one prompt of ``tokens`` tokens alone (TTFT floor), seconds."""
+    """Time to prefill one prompt of ``tokens`` tokens alone (TTFT floor), seconds.
+
+    The step roofline with ``T = tokens`` and no decoding sequences (scalar arithmetic).
+    """
     c = d.consts
     n = d.chips
-    t = np.array([float(tokens)])
+    t = float(tokens)
     flops = n * d.gemm_flops * c.compute_eff
     bw = n * d.mem_bw * c.bw_eff
-    gemm = max(float(2.0 * g.active_params * tokens / flops), float(weight_read_bytes(g, d, t)[0] / bw))
-    attn = tokens * (tokens + 1) / 2.0 * g.attn_flops_prefill / (n * d.attn_flops * c.compute_eff)
-    kvw = tokens * kv_bytes_per_token(g, d) / bw
+    b_w = d.weight_bytes_per_param
+    gemm = max(2.0 * (g.active_params - g.routed_active_params) * t / flops, g.nonexpert_params * b_w / bw)
+    moe = 0.0
+    if g.routed_active_params > 0.0:
+        distinct = float(expected_distinct_experts(g.experts, g.experts_per_token, t))
+        gemm += max(2.0 * g.routed_active_params * t / flops, b_w * g.moe_layers * g.expert_params * distinct / bw)
+        moe = t * g.experts_per_token * g.moe_layers * c.moe_pair_s / n
+    attn = t * (t + 1.0) / 2.0 * g.attn_flops_prefill / (n * d.attn_flops * c.compute_eff)
+    kvw = t * kv_bytes_per_token(g, d) / bw
+    comm = 0.0
+    if n > 1:
+        comm = float(_comm_time(g, d, np.array([t]))[0])
     chunks = int(np.ceil(tokens / MAX_NUM_TOKENS))
-    return gemm + attn + kvw + float(_comm_time(g, d, t)[0]) + chunks * c.step_overhead_s
+    return gemm + attn + kvw + comm + moe + chunks * c.step_overhead_s
 
 
 def step_times(
@@ -404,23 +477,25 @@ def step_times(
     o_t = float(output_tokens)
     r = i_t / o_t
     tokens = batch * (1.0 + r)
-    flops = n * d.gemm_flops * c.compute_eff
     attn_rate = n * d.attn_flops * c.compute_eff
     bw = n * d.mem_bw * c.bw_eff
     kv_tok = kv_bytes_per_token(g, d)
 
-    gemm_c = 2.0 * g.active_params * tokens / flops
-    gemm_m = weight_read_bytes(g, d, tokens) / bw
+    gemm_c, gemm_m = gemm_time(g, d, tokens)
     ctx = i_t + (o_t - 1.0) / 2.0
     dec_c = batch * ctx * g.attn_flops_decode / attn_rate
     dec_m = batch * ctx * kv_tok / bw
     pre_c = batch * r * (i_t + 1.0) / 2.0 * g.attn_flops_prefill / attn_rate
     kvw_m = tokens * kv_tok / bw
     comm = _comm_time(g, d, tokens)
+    moe = moe_dispatch_time(g, d, tokens)
 
-    compute = np.where(gemm_c >= gemm_m, gemm_c, 0.0) + np.where(dec_c >= dec_m, dec_c, 0.0) + pre_c
-    memory = np.where(gemm_c >= gemm_m, 0.0, gemm_m) + np.where(dec_c >= dec_m, 0.0, dec_m) + kvw_m
+    dec_bound = dec_c >= dec_m
+    compute = gemm_c + np.where(dec_bound, dec_c, 0.0) + pre_c
+    memory = gemm_m + np.where(dec_bound, 0.0, dec_m) + kvw_m
     step = compute + memory + comm + c.step_overhead_s
+    if g.experts:
+        step = step + moe
     chunks = float(np.ceil(i_t / MAX_NUM_TOKENS))
     ttft = 0.5 * step + np.maximum(chunks * step, prefill_time(g, d, input_tokens))
     return StepTimes(
@@ -428,6 +503,7 @@ def step_times(
         compute=compute,
         memory=memory,
         comm=comm,
+        moe_dispatch=moe,
         overhead=c.step_overhead_s,
         step=step,
         ttft=ttft,
