@@ -3,7 +3,10 @@
 A plan's ``decisions.deployments`` says how many chips of each chip type run each model at each
 site in each period, and at which tensor-parallel degree ``tp``. A *backend* is one such
 deployment in one period: ``replicas = floor(chips / tp)`` engines, each a continuous-batching
-server of up to ``max_batch`` concurrent sequences. Its physics comes from :mod:`sovcloud.roofline`
+server of up to ``max_batch`` concurrent sequences, where ``max_batch`` is the operating point of
+:func:`sovcloud.perf.estimate` under the strictest TTFT/TPOT SLOs of the workloads that use the model
+(the batch cap an operator sets so the SLOs hold; the memory limit when no batch meets them).
+Its physics comes from :mod:`sovcloud.roofline`
 at the model's typical request shape (demand-weighted mean input and output tokens over the
 workloads that use it) and the first precision of ``fp8, bf16, fp16, int8`` the chip supports:
 
@@ -173,6 +176,20 @@ def _typical_shape(world: World) -> dict[str, tuple[float, float]]:
     return out
 
 
+def _strictest_slos(world: World) -> dict[str, tuple[float | None, float | None]]:
+    """Per model, the tightest TTFT and TPOT SLOs among the workloads with demand for it."""
+    wl = {w.id: w for w in world.scenario.workloads}
+    dem = world.ds.demand_tokens_per_h
+    used = dem.sum([d for d in dem.dims if d not in ("model", "workload")]) > 0
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for m in used.model.values:
+        ws = [wl[str(w)] for w in used.workload.values if bool(used.sel(model=m, workload=w))]
+        ttfts = [w.ttft_s for w in ws if w.ttft_s is not None]
+        tpots = [w.tpot_s for w in ws if w.tpot_s is not None]
+        out[str(m)] = (min(ttfts) if ttfts else None, min(tpots) if tpots else None)
+    return out
+
+
 def backends_for(doc: PlanDocument, world: World, period: int | None = None) -> Backends:
     """The backends of ``doc`` in ``period`` (default: the plan's last period) over ``world``'s sites."""
     per = doc.periods[-1] if period is None else period
@@ -182,6 +199,7 @@ def backends_for(doc: PlanDocument, world: World, period: int | None = None) -> 
     s_index = {s: i for i, s in enumerate(sites)}
     m_index = {m: i for i, m in enumerate(models)}
     shape = _typical_shape(world)
+    slos = _strictest_slos(world)
     model_by_id: dict[str, ModelArch] = {x.id: x for x in world.scenario.models}
     chip_by_id: dict[str, Accelerator] = {x.id: x for x in world.scenario.accelerators}
     rows: list[tuple[Any, ...]] = []
@@ -205,7 +223,10 @@ def backends_for(doc: PlanDocument, world: World, period: int | None = None) -> 
         i_t, o_t = shape[dep.model]
         g, d = geometry(m), deployment(c, dep.tp, prec)
         pre = prefill_time(g, d, max(1, round(i_t)))
-        big = max(1, int(estimate(m, c, dep.tp, prec, max(1, round(i_t)), max(1, round(o_t))).max_batch))
+        ttft_slo, tpot_slo = slos.get(dep.model, (None, None))
+        op = estimate(m, c, dep.tp, prec, max(1, round(i_t)), max(1, round(o_t)), ttft_slo, tpot_slo)
+        # the engine's batch cap (vLLM's max_num_seqs) is set where the strictest SLO still holds
+        big = max(1, int(op.batch if op.meets_slo and op.batch >= 1 else op.max_batch))
         st = step_times(g, d, np.array([1.0, float(max(big, 2))]), max(1, round(i_t)), max(1, round(o_t)))
         t1 = float(st.step[1] - st.step[0]) / (max(big, 2) - 1.0)
         rows.append((f"{dep.site}/{dep.model}/{dep.chip}", dep.chip, s_index[dep.site], m_index[dep.model], dep.tp,
