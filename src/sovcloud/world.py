@@ -75,6 +75,11 @@ class Planning(Record):
     resilience_share: float = Field(
         0.5, ge=0, le=1, description="share of a residency group's served peak that must survive losing any one site"
     )
+    target_utilization: float = Field(
+        0.85, gt=0, le=1,
+        description="share of each chip's SLO goodput a plan may use within a time slice: headroom for random "
+                    "arrivals and for peaks inside the slice, so queueing keeps the SLOs (sovcloud simulate checks it)",
+    )
     objective: Literal["cost", "served"] = "cost"
     max_route_pairs: PositiveInt = Field(
         6_000, description="above this many feasible (demand group, site) pairs, keep each group's nearest sites"
