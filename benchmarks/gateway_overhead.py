@@ -1,0 +1,296 @@
+"""Gateway overhead: the same load straight to the emulator, through sovcloud, and through LiteLLM's proxy.
+
+Processes (each its own): the emulator in fixed-latency mode (50 ms per answer; a stream is 20 one-token
+events 5 ms apart, like the reference mock of the anchors), a minimal pass-through (Starlette + aiohttp client
++ uvloop, no features: the floor on this machine, run in the same session), the sovcloud gateway (uvloop, one
+worker, SQLite ledger, one tenant with a 10^12-token grant, request
+logs on), LiteLLM's proxy (master key, no database, one worker) when ``--litellm`` names its executable, and
+the load generator (aiohttp, this script with ``--loadgen``). For each concurrency and mode it runs
+``--warmup`` then ``--requests`` requests per target (``--litellm-requests`` for LiteLLM, which is slow) and
+prints req/s, added p50/p99 latency (vs direct), added time to first chunk for streams and the server's CPU ms
+per request (with its child processes, if any).
+
+    python benchmarks/gateway_overhead.py [--litellm /tmp/litellm-venv/bin/litellm] [--requests 3000]
+
+LiteLLM goes in its own venv so it cannot disturb this project's dependencies:
+``python3 -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = str(ROOT / "tests" / "data" / "tiny_a.yaml")
+BACKEND = "de-fra/qwen3-8b/h100-sxm"
+PASS_THROUGH = """
+import sys, aiohttp, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+session = None
+async def chat(request):
+    global session
+    if session is None:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    r = await session.post(sys.argv[1], data=await request.body(), headers={"Content-Type": "application/json"})
+    if r.content_type != "text/event-stream":
+        return Response(await r.read(), r.status, media_type=r.content_type)
+    async def relay():
+        async for chunk in r.content.iter_any():
+            yield chunk
+        r.release()
+    return StreamingResponse(relay(), r.status, media_type="text/event-stream")
+uvicorn.run(Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])]), host="127.0.0.1",
+            port=int(sys.argv[2]), loop="uvloop", access_log=False, log_level="warning")
+"""
+BODY = {"model": "qwen3-8b", "messages": [{"role": "user", "content": "Say something about sovereign clouds."}],
+        "max_tokens": 20}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    import urllib.error
+    import urllib.request
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up in {timeout} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its live children (sovcloud's ledger process)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+# ---- the load generator (runs in its own process) -------------------------------------------------
+async def _load(url: str, key: str | None, conc: int, total: int, warmup: int, stream: bool) -> dict[str, object]:
+    body = json.dumps({**BODY, "stream": stream}).encode()
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    lat: list[float] = []
+    ttfc: list[float] = []
+    errors = 0
+    n = 0
+    t_start = 0.0
+    conn = aiohttp.TCPConnector(limit=conc)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        async def one(record: bool) -> None:
+            nonlocal errors
+            t0 = time.perf_counter()
+            first = None
+            async with session.post(url, data=body, headers=headers) as resp:
+                if stream:
+                    async for _ in resp.content.iter_any():
+                        if first is None:
+                            first = time.perf_counter()
+                else:
+                    await resp.read()
+                ok = resp.status == 200
+            t1 = time.perf_counter()
+            if record:
+                if not ok:
+                    errors += 1
+                lat.append(t1 - t0)
+                if first is not None:
+                    ttfc.append(first - t0)
+
+        async def worker(limit: int, record: bool) -> None:
+            nonlocal n
+            while n < limit:
+                n += 1
+                await one(record)
+
+        await asyncio.gather(*(worker(warmup, False) for _ in range(conc)))
+        n = 0
+        t_start = time.perf_counter()
+        await asyncio.gather(*(worker(total, True) for _ in range(conc)))
+        wall = time.perf_counter() - t_start
+    return {"rps": len(lat) / wall, "lat_ms": [x * 1000 for x in lat], "ttfc_ms": [x * 1000 for x in ttfc],
+            "errors": errors}
+
+
+def loadgen_main(a: argparse.Namespace) -> None:
+    import uvloop
+    out = uvloop.run(_load(a.loadgen, a.key, a.concurrency_one, a.requests, a.warmup, a.stream))
+    sys.stdout.write(json.dumps(out))
+
+
+def run_load(url: str, key: str | None, conc: int, total: int, warmup: int, stream: bool) -> dict[str, object]:
+    cmd = [sys.executable, __file__, "--loadgen", url, "--concurrency-one", str(conc), "--requests", str(total),
+           "--warmup", str(warmup)] + (["--key", key] if key else []) + (["--stream"] if stream else [])
+    res = subprocess.run(cmd, capture_output=True, check=True, timeout=900)
+    data: dict[str, object] = json.loads(res.stdout)
+    return data
+
+
+# ---- the servers ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def servers(work: Path, litellm: str | None, overlap: bool = False
+            ) -> Iterator[dict[str, tuple[str, str | None, int | None]]]:
+    from sovcloud.emulator import write_fixed_plan
+    from sovcloud.ledger import Ledger
+    from sovcloud.tenants import Tenant, TenantStore
+    plan = write_fixed_plan(work / "plan.json", SCENARIO, [("de-fra", "h100-sxm", "qwen3-8b", 8, 1)])
+    ledger = f"sqlite:///{work / 'ledger.db'}"
+    with TenantStore.open(ledger) as store:
+        key = store.add(Tenant("bench", "bench", "z-de"))
+    Ledger.open(ledger).grant("bench", 10**12, None)
+    ep, gp = free_port(), free_port()
+    (work / "gw.yaml").write_text(json.dumps({"plan": str(plan), "ledger": ledger, "overlap_reservation": overlap,
+                                              "upstreams": {"default_url": f"http://127.0.0.1:{ep}/{{backend}}/v1"}}))
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = [open(work / f"{n}.log", "wb") for n in ("emulator", "gateway", "litellm", "pass")]  # noqa: SIM115
+    try:
+        cli = [sys.executable, "-m", "sovcloud.cli"]
+        emu = subprocess.Popen(cli + ["emulate", "--plan", str(plan), "--port", str(ep), "--fixed-ms", "50",
+                                      "--chunks", "20", "--chunk-ms", "5"], stdout=logs[0], stderr=logs[0])
+        procs.append(emu)
+        direct = f"http://127.0.0.1:{ep}/{BACKEND}/v1"
+        wait_http(direct + "/models", proc=emu)  # before the gateway starts, so its first health check passes
+        gw = subprocess.Popen(cli + ["serve", "--config", str(work / "gw.yaml"), "--port", str(gp)],
+                              stdout=logs[1], stderr=logs[1])
+        procs.append(gw)
+        wait_http(f"http://127.0.0.1:{gp}/health", proc=gw)
+        pp = free_port()
+        (work / "pass.py").write_text(PASS_THROUGH)
+        pt = subprocess.Popen([sys.executable, str(work / "pass.py"), direct + "/chat/completions", str(pp)],
+                              stdout=logs[3], stderr=logs[3])
+        procs.append(pt)
+        targets: dict[str, tuple[str, str | None, int | None]] = {
+            "direct": (direct + "/chat/completions", None, emu.pid),
+            "pass-through": (f"http://127.0.0.1:{pp}/v1/chat/completions", None, pt.pid),
+            "sovcloud": (f"http://127.0.0.1:{gp}/v1/chat/completions", key, gw.pid)}
+        if litellm:
+            lp = free_port()
+            master = "sk-bench-" + os.urandom(16).hex()  # LiteLLM refuses to start without one; no database
+            cfg = {"model_list": [{"model_name": "qwen3-8b", "litellm_params": {
+                "model": "openai/qwen3-8b", "api_base": direct, "api_key": "none"}}],
+                "general_settings": {"master_key": master}}
+            (work / "litellm.yaml").write_text(json.dumps(cfg))
+            lt = subprocess.Popen([litellm, "--config", str(work / "litellm.yaml"), "--port", str(lp),
+                                   "--num_workers", "1"], stdout=logs[2], stderr=logs[2])
+            procs.append(lt)
+            wait_http(f"http://127.0.0.1:{lp}/health/liveliness", timeout=180, proc=lt)
+            targets["litellm"] = (f"http://127.0.0.1:{lp}/v1/chat/completions", master, lt.pid)
+        yield targets
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in logs:
+            f.close()
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.array(xs), q)) if xs else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--litellm", help="path of LiteLLM's `litellm` executable (its own venv)")
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--litellm-requests", type=int, default=1000, help="requests per LiteLLM run (it is slow)")
+    ap.add_argument("--concurrency", default="16,64,256")
+    ap.add_argument("--json", type=Path, help="also write the raw figures here")
+    ap.add_argument("--overlap", action="store_true", help="sovcloud with overlap_reservation: true")
+    ap.add_argument("--only", default="", help="comma-separated targets to measure (default: all)")
+    ap.add_argument("--modes", default="plain,stream", help="plain, stream or both")
+    ap.add_argument("--loadgen", help=argparse.SUPPRESS)
+    ap.add_argument("--key", help=argparse.SUPPRESS)
+    ap.add_argument("--concurrency-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.loadgen:
+        loadgen_main(a)
+        return
+    litellm = a.litellm
+    if litellm and not Path(litellm).exists():
+        print(f"note: {litellm} does not exist; install LiteLLM with python3 -m venv /tmp/litellm-venv && "
+              "/tmp/litellm-venv/bin/pip install 'litellm[proxy]'. Measuring without it.")
+        litellm = None
+    elif not litellm:
+        print("note: no --litellm given; measuring direct and sovcloud only.")
+    rows = []
+    only = {t for t in a.only.split(",") if t} | {"direct"}
+    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp), litellm, a.overlap) as targets:
+        for conc in (int(c) for c in a.concurrency.split(",")):
+            for stream in [m == "stream" for m in a.modes.split(",")]:
+                base: dict[str, object] | None = None
+                for name, (url, key, pid) in targets.items():
+                    if len(only) > 1 and name not in only:
+                        continue
+                    total = a.litellm_requests if name == "litellm" else a.requests
+                    warm = min(a.warmup, total // 10) if name == "litellm" else a.warmup
+                    cpu0 = cpu_seconds(pid) if pid else 0.0
+                    r = run_load(url, key, conc, total, warm, stream)
+                    cpu = (cpu_seconds(pid) - cpu0) / (total + warm) * 1000 if pid else float("nan")
+                    lat, ttfc = r["lat_ms"], r["ttfc_ms"]
+                    assert isinstance(lat, list) and isinstance(ttfc, list)
+                    if base is None:
+                        base = r
+                    bl, bt = base["lat_ms"], base["ttfc_ms"]
+                    assert isinstance(bl, list) and isinstance(bt, list)
+                    row = {"target": name, "concurrency": conc, "stream": stream, "rps": r["rps"],
+                           "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+                           "added_p50_ms": pct(lat, 50) - pct(bl, 50), "added_p99_ms": pct(lat, 99) - pct(bl, 99),
+                           "added_ttfc_p50_ms": pct(ttfc, 50) - pct(bt, 50) if stream else None,
+                           "cpu_ms_per_req": cpu, "errors": r["errors"]}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    print()
+    print("| target | conc | mode | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | added TTFC p50 ms "
+          "| CPU ms/req | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ttfc = f"{r['added_ttfc_p50_ms']:+.1f}" if r["added_ttfc_p50_ms"] is not None else "-"
+        added = (f"{r['added_p50_ms']:+.2f} | {r['added_p99_ms']:+.1f}" if r["target"] != "direct" else "- | -")
+        print(f"| {r['target']} | {r['concurrency']} | {'stream' if r['stream'] else 'plain'} | {r['rps']:.0f} | "
+              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {added} | {ttfc if r['target'] != 'direct' else '-'} | "
+              f"{r['cpu_ms_per_req']:.2f} | {r['errors']} |")
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

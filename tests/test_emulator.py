@@ -1,0 +1,106 @@
+"""The emulated backends: load-dependent TTFT/TPOT (physics), the fixed-latency mode, outages and plans."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from sovcloud.backends import Backends
+from sovcloud.cli import app as cli_app
+from sovcloud.emulator import Emulator, EmulatorOptions, write_fixed_plan
+from sovcloud.errors import UsageError
+from test_gateway_util import DATA, run, serve_app, tiny_plan
+
+BID = "s1/m1/c1"
+
+
+def _backends(replicas: int = 1, max_batch: int = 2) -> Backends:
+    f = np.float64
+    return Backends(period=2025, ids=(BID,), sites=("s1",), models=("m1",), chips=("c1",),
+                    site=np.array([0]), model=np.array([0]), tp=np.array([1]), replicas=np.array([replicas]),
+                    max_batch=np.array([max_batch]), input_tokens=np.array([100.0], f),
+                    output_tokens=np.array([8.0], f), prefill_s=np.array([0.05], f),
+                    prefill_tokens_per_s=np.array([2000.0], f), tpot0_s=np.array([0.01], f),
+                    tpot1_s=np.array([0.01], f))
+
+
+async def _timed(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, float, int]:
+    """(time to first token, mean time per later token, tokens) of one streamed request."""
+    t0 = time.perf_counter()
+    stamps = []
+    async with client.stream("POST", f"/{BID}/v1/chat/completions", json={**body, "stream": True}) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data: {") and '"content"' in line:
+                stamps.append(time.perf_counter() - t0)
+    return stamps[0], (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1), len(stamps)
+
+
+def test_physics_ttft_and_tpot_grow_with_load() -> None:
+    emu = Emulator(_backends(), EmulatorOptions(time_scale=1.0))
+    body = {"model": "m1", "messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 6}
+
+    async def go(url: str) -> tuple[list[tuple[float, float, int]], list[tuple[float, float, int]]]:
+        async with httpx.AsyncClient(base_url=url) as c:  # a real server: ASGITransport would buffer the stream
+            alone = [await _timed(c, body)]
+            loaded = await asyncio.gather(*(_timed(c, body) for _ in range(4)))
+        return alone, list(loaded)
+    with serve_app(emu.app()) as url:
+        alone, loaded = run(go(url))
+    ttft1, tpot1, n1 = alone[0]
+    # prefill of ~103 prompt tokens at 2000 tok/s ~ 0.05 s, then a token at tpot(1) = 0.02 s
+    assert n1 == 6 and 0.05 <= ttft1 < 0.3 and 0.015 < tpot1 < 0.1
+    ttfts = sorted(x[0] for x in loaded)
+    # 4 requests on 2 slots: two queue behind the first two (TTFT includes the wait), and batch 2 is slower
+    assert ttfts[2] > ttfts[0] + 0.1
+    assert max(x[1] for x in loaded) > tpot1 * 1.2
+
+
+def test_fixed_mode_usage_and_outages() -> None:
+    emu = Emulator(_backends(), EmulatorOptions(fixed_ms=30, chunks=4, chunk_ms=1))
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emu.app()), base_url="http://emu") as c:
+            t0 = time.perf_counter()
+            r = await c.post(f"/{BID}/v1/chat/completions", json={"model": "m1", "messages": [
+                {"role": "user", "content": "hello"}]})
+            assert time.perf_counter() - t0 >= 0.03 and r.json()["usage"]["completion_tokens"] == 4
+            r = await c.post(f"/{BID}/v1/completions", json={"model": "m1", "prompt": [1, 2, 3], "max_tokens": 2,
+                                                            "stream": True, "stream_options": {"include_usage": True}})
+            events = [orjson.loads(e[6:]) for e in r.text.split("\n\n") if e.startswith("data: {")]
+            assert [e["choices"][0]["text"] for e in events[:2]] == [" the", " plan"]
+            assert events[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+            r = await c.post(f"/{BID}/v1/embeddings", json={"model": "m1", "input": ["a", "b", "c"]})
+            assert len(r.json()["data"]) == 3
+            assert (await c.get(f"/{BID}/v1/models")).json()["data"][0]["id"] == "m1"
+            assert (await c.post("/_emulator/fail", json={"sites": ["s1"], "mode": "error"})).json() == \
+                {"changed": [BID]}
+            assert (await c.get(f"/{BID}/v1/models")).status_code == 200  # health checks still pass
+            assert (await c.post(f"/{BID}/v1/completions", json={"model": "m1", "prompt": "x"})).status_code == 500
+            await c.post("/_emulator/fail", json={"backends": [BID], "mode": "down"})
+            assert (await c.get(f"/{BID}/v1/models")).status_code == 503
+            assert (await c.post("/_emulator/fail", json={"mode": "sideways"})).status_code == 400
+            assert (await c.get("/nowhere/v1/models")).status_code == 404
+            stats = (await c.get("/_emulator/stats")).json()
+            assert stats[BID]["requests"] == 4 and stats[BID]["mode"] == "down"
+    run(go())
+
+
+def test_fixed_plans_and_the_emulate_command(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="site 'xx-nowhere' is not in scenario"):
+        write_fixed_plan(tmp_path / "p.json", str(DATA / "tiny_a.yaml"), [("xx-nowhere", "h100-sxm", "qwen3-8b", 8, 1)])
+    plan = tiny_plan(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(cli_app, ["emulate", "--plan", str(plan), "--time-scale", "0"])
+    assert r.exit_code == 2 and "--time-scale 0.0 must be positive" in r.output
+    r = runner.invoke(cli_app, ["emulate", "--plan", str(tmp_path / "none.json")])
+    assert r.exit_code == 2 and "no such plan file" in r.output
+    r = runner.invoke(cli_app, ["serve", "--config", str(tmp_path / "none.yaml")])
+    assert r.exit_code == 2 and "no such gateway config" in r.output
