@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import queue
 import threading
@@ -96,6 +97,10 @@ class Ledger:
         self._marks: dict[str, _Mark] = {}
         self.stats = LedgerStats()
         self.clock: Callable[[], float] = time.time  # unix seconds; the batches' "now" (grant expiry)
+        # reservation ids: time first (inserts append to the B-tree), then 64 random bits drawn once per
+        # instance and a counter, so the hot path makes no system call for randomness
+        self._id_salt = os.urandom(8).hex()
+        self._id_seq = itertools.count()
 
     @classmethod
     def open(cls, url: str, *, instance_id: str | None = None, progress_block: int = 32,
@@ -245,7 +250,8 @@ class Ledger:
             raise ValueError(f"token counts must be >= 0 (got prompt {prompt_tokens}, max_tokens {max_tokens})")
         price = tenant.prices.get(model) or tenant.prices.get("*")
         pin, pout = (price_pico(price.input_usd_per_mtok), price_pico(price.output_usd_per_mtok)) if price else (-1, -1)
-        op = Op("reserve", _new_id(), tenant.id, prompt_tokens, max_tokens, model, request_id, pin, pout,
+        rid = f"{time.time_ns():016x}{self._id_salt}{next(self._id_seq):x}"
+        op = Op("reserve", rid, tenant.id, prompt_tokens, max_tokens, model, request_id, pin, pout,
                 self.instance_id or "")
         res: Reservation = await self._submit(op)
         return res
@@ -369,11 +375,6 @@ class Ledger:
         """Independent check that grants + credits = remaining + reserved + spent, to the token/micro-dollar."""
         with self._connection() as conn:
             return read_audit(self._db, conn, tenant_id)
-
-
-def _new_id() -> str:
-    """A reservation id: time first (inserts append to the B-tree), then 64 random bits."""
-    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
 
 
 def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:

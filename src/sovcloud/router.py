@@ -26,7 +26,7 @@ therefore also stay inside C.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,6 +70,7 @@ class RouteTable:
     model: IntArray  # [b] model index of each backend
     allowed: BoolArray  # [o, b] residency: may data of origin zone o be processed at backend b
     rtt_ms: FloatArray  # [z, b]
+    _candidates: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, world: World, backends: Backends) -> RouteTable:
@@ -99,6 +100,15 @@ class RouteTable:
             return self.models.index(model)
         except ValueError:
             raise UnknownEntity(f"unknown model '{model}'; known: {', '.join(self.models)}") from None
+
+    def candidates(self, origin: int, model: int) -> tuple[int, ...]:
+        """Indices of C (policy only), computed once per (origin, model) and cached."""
+        key = (origin, model)
+        found = self._candidates.get(key)
+        if found is None:
+            found = tuple(int(b) for b in np.flatnonzero(self.compliant(origin, model)))
+            self._candidates[key] = found
+        return found
 
     def compliant(self, origin: int, model: int) -> BoolArray:
         """The candidate set C of an origin zone and a model (policy only, no live state)."""
@@ -197,9 +207,32 @@ def route_many(table: RouteTable, state: LoadState, origin: IntArray, client: In
 
 def route(table: RouteTable, state: LoadState, origin: int, client: int, model: int,
           exclude: BoolArray | None = None) -> Decision:
-    """Decide one request; ``exclude`` marks backends already tried (retries stay inside C)."""
-    b, r, e = _decide(table, state, np.array([origin]), np.array([client]), np.array([model]), exclude)
-    bi = int(b[0])
-    return Decision(backend=bi, reason=REASONS[int(r[0])], expected_ms=float(e[0]),
-                    backend_id=table.backend_ids[bi] if bi >= 0 else None,
-                    site=table.backend_site[bi] if bi >= 0 else None)
+    """Decide one request; ``exclude`` marks backends already tried (retries stay inside C).
+
+    The scalar form of :func:`route_many`'s computation over the cached candidate list of (origin,
+    model), for the gateway's hot path (a few microseconds instead of a dozen array operations); the
+    tests check that both give the same backend and reason for every request.
+    """
+    rtt = table.rtt_ms[client]
+    best, best_score, any_healthy = -1, np.inf, False
+    for b in table.candidates(origin, model):
+        if not state.healthy[b] or (exclude is not None and exclude[b]):
+            continue
+        any_healthy = True
+        inflight, slots = state.inflight[b], state.slots[b]
+        if inflight >= state.limit[b]:
+            continue
+        wait = max(inflight - slots + 1.0, 0.0) / max(slots, 1.0) * state.service_s[b]
+        score = rtt[b] + 1000.0 * (state.ttft_s[b] + wait)
+        if score < best_score:
+            best, best_score = b, score
+    if best >= 0:
+        return Decision(backend=best, reason="ok", expected_ms=float(best_score),
+                        backend_id=table.backend_ids[best], site=table.backend_site[best])
+    if any_healthy:
+        code = SATURATED
+    elif table.candidates(origin, model):
+        code = UNHEALTHY
+    else:
+        code = RESIDENCY if bool((table.model == model).any()) else NO_BACKEND
+    return Decision(backend=-1, reason=REASONS[code], expected_ms=float("inf"), backend_id=None, site=None)
