@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from sovcloud.compiled import World, compile
+from sovcloud.plan import make_plan
+from sovcloud.planio import write_plan
 from sovcloud.scenario import load_scenario
 from sovcloud.world import Scenario
 
@@ -17,6 +19,15 @@ def scenario() -> Scenario:
 @pytest.fixture(scope="session")
 def world(scenario: Scenario) -> World:
     return compile(scenario)
+
+
+@pytest.fixture(scope="session")
+def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A solved plan of tests/data/tiny_a.yaml written by ``write_plan`` (read-only for the tests)."""
+    src = str(Path(__file__).parent / "data" / "tiny_a.yaml")
+    out = tmp_path_factory.mktemp("tinyplan")
+    write_plan(make_plan(load_scenario(src)), out, source=src)
+    return out
 
 
 @pytest.fixture

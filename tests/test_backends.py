@@ -11,20 +11,10 @@ import pytest
 from sovcloud.backends import backends_for, load_plan
 from sovcloud.compiled import compile as compile_world
 from sovcloud.errors import PlanFileError
-from sovcloud.plan import make_plan
-from sovcloud.planio import write_plan
 from sovcloud.router import LoadState, RouteTable, route_many
 from sovcloud.scenario import load_scenario
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(scope="module")
-def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = str(DATA / "tiny_a.yaml")
-    out = tmp_path_factory.mktemp("plan")
-    write_plan(make_plan(load_scenario(src)), out, source=src)
-    return out
 
 
 def test_backends_follow_the_deployments(plan_dir: Path) -> None:

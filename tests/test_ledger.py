@@ -12,7 +12,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,10 +26,7 @@ from sovcloud.ledger import Ledger, Reservation, Settlement, default_ledger_url
 from sovcloud.ledgerbook import Batch, Op, cover
 from sovcloud.ledgerdb import LedgerDB
 from sovcloud.tenants import ModelPrice, Tenant
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_HINT = ("PostgreSQL is not reachable on 127.0.0.1:5432 ({exc}); the ledger tests need it. Start it with "
-           "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
+from test_gateway_util import PG_ADMIN, pg_database
 
 FREE = Tenant("free", "Free", "de")  # no prices: grants only
 PAYING = Tenant("pay", "Paying", "fr", prices={"m1": ModelPrice(1.0, 2.0), "*": ModelPrice(10.0, 20.0)})
@@ -44,18 +40,8 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh database on the local PostgreSQL, dropped afterwards; FAILS (not skips) when unreachable."""
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(PG_HINT.format(exc=str(exc).strip().splitlines()[0]))
-    name = f"sovcloud_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -7,28 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sovcloud.plan import make_plan
-from sovcloud.planio import write_plan
 from sovcloud.router import OK, SATURATED, UNHEALTHY, LoadState, RouteTable
-from sovcloud.scenario import load_scenario
 from sovcloud.sim import SimConfig, SimRun, simulate
 from sovcloud.simkernels import CZ_ARRIVALS, CZ_INFLIGHT, CZ_LOST, CZ_SERVED
 from sovcloud.simoutput import build_outputs, write_outputs
 from sovcloud.simroute import decide_tick
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(scope="module")
-def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = str(DATA / "tiny_a.yaml")
-    out = tmp_path_factory.mktemp("simplan")
-    write_plan(make_plan(load_scenario(src)), out, source=src)
-    return out
 
 
 def _run(plan_dir: Path, **kw: object) -> SimRun:

@@ -14,21 +14,11 @@ from sovcloud.backends import backends_for, load_plan
 from sovcloud.cli import app
 from sovcloud.compiled import compile as compile_world
 from sovcloud.errors import UsageError
-from sovcloud.plan import make_plan
-from sovcloud.planio import write_plan
 from sovcloud.scenario import load_scenario
 from sovcloud.simshocks import ShockTimeline, parse_sim_shock
 
 DATA = Path(__file__).parent / "data"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = str(DATA / "tiny_a.yaml")
-    out = tmp_path_factory.mktemp("shockplan")
-    write_plan(make_plan(load_scenario(src)), out, source=src)
-    return out
 
 
 @pytest.mark.parametrize(("text", "kind", "target", "factor", "start", "end"), [

@@ -10,23 +10,12 @@ import pandas as pd
 import pytest
 
 from sovcloud.errors import TraceError
-from sovcloud.plan import make_plan
-from sovcloud.planio import write_plan
-from sovcloud.scenario import load_scenario
 from sovcloud.sim import SimConfig, simulate
 from sovcloud.simoutput import build_outputs, write_outputs
 from sovcloud.traces import TRACES, load_trace
 
 DATA = Path(__file__).parent / "data"
 ROWS = {"azure-code": 8819, "azure-conv": 19366, "mooncake": 12031}
-
-
-@pytest.fixture(scope="module")
-def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = str(DATA / "tiny_a.yaml")
-    out = tmp_path_factory.mktemp("traceplan")
-    write_plan(make_plan(load_scenario(src)), out, source=src)
-    return out
 
 
 @pytest.mark.parametrize("name", sorted(TRACES))
