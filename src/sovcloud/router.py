@@ -169,13 +169,12 @@ class Decision:
     site: str | None
 
 
-def _decide(table: RouteTable, state: LoadState, origin: IntArray, client: IntArray, model: IntArray,
-            exclude: BoolArray | None) -> tuple[IntArray, IntArray, FloatArray]:
+def _decide(table: RouteTable, state: LoadState, origin: IntArray, client: IntArray,
+            model: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
     """The decision of the module docstring for K keys at once ([K] arrays in, [K] arrays out)."""
     serves = table.model[None, :] == model[:, None]  # [K, B]
     compliant = serves & table.allowed[origin]
-    up = state.healthy if exclude is None else state.healthy & ~exclude
-    healthy = compliant & up[None, :]
+    healthy = compliant & state.healthy[None, :]
     avail = healthy & (state.inflight < state.limit)[None, :]
     score = table.rtt_ms[client] + 1000.0 * (state.ttft_s + state.wait_s())[None, :]
     score = np.where(avail, score, np.inf)
@@ -201,7 +200,7 @@ def route_many(table: RouteTable, state: LoadState, origin: IntArray, client: In
     Z, M = len(table.zones), max(len(table.models), 1)
     keys = (o * Z + z) * M + m
     uniq, inverse = np.unique(keys, return_inverse=True)
-    b, r, e = _decide(table, state, uniq // (Z * M), (uniq // M) % Z, uniq % M, None)
+    b, r, e = _decide(table, state, uniq // (Z * M), (uniq // M) % Z, uniq % M)
     return Decisions(backend=b[inverse], reason=r[inverse], expected_ms=e[inverse])
 
 
