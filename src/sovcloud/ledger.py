@@ -49,7 +49,8 @@ from .ledgerbook import Batch, Op, Reservation, Settlement, price_pico
 from .ledgerdb import LedgerDB, default_ledger_url, ledger_metadata, redact_url
 from .tenants import Tenant
 
-__all__ = ["AuditResult", "Balance", "Ledger", "LedgerStats", "Reservation", "Settlement", "default_ledger_url"]
+__all__ = ["AuditResult", "Balance", "Ledger", "LedgerStats", "Reservation", "Settlement", "check_tokens",
+           "default_ledger_url", "tenant_prices"]
 
 _RETRIES = 6
 _STOP = "stop"
@@ -97,8 +98,6 @@ class Ledger:
         self._marks: dict[str, _Mark] = {}
         self.stats = LedgerStats()
         self.clock: Callable[[], float] = time.time  # unix seconds; the batches' "now" (grant expiry)
-        # reservation ids: time first (inserts append to the B-tree), then 64 random bits drawn once per
-        # instance and a counter, so the hot path makes no system call for randomness
         self._id_salt = os.urandom(8).hex()
         self._id_seq = itertools.count()
 
@@ -242,16 +241,41 @@ class Ledger:
         self._queue.put(op)
         return fut
 
+    def submit(self, op: Op) -> asyncio.Future[Any]:
+        """Queue ``op`` for the writer; the future resolves once its transaction committed (or failed)."""
+        return self._submit(op)
+
+    def new_id(self) -> str:
+        """A new reservation id: time first (inserts append to the B-tree), then 64 random bits drawn once
+        per instance and a counter, so the hot path makes no system call for randomness."""
+        return f"{time.time_ns():016x}{self._id_salt}{next(self._id_seq):x}"
+
+    def apply(self, ops: list[Op]) -> list[Any]:
+        """Apply ``ops`` synchronously on an own connection (start-up and recovery), in batches."""
+        conn = None
+        out: list[Any] = []
+        try:
+            for start in range(0, len(ops), self._max_batch):
+                conn, results = self._commit(conn, ops[start:start + self._max_batch])
+                out.extend(results)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(*self._db.db_errors):
+                    conn.close()
+        return out
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only query (``?`` placeholders) on an own connection."""
+        with self._connection() as conn:
+            return [tuple(r) for r in conn.execute(self._db.sql(sql), params).fetchall()]
+
     # ---- the hot path --------------------------------------------------------------------------
     async def reserve(self, tenant: Tenant, request_id: str, model: str, prompt_tokens: int,
                       max_tokens: int) -> Reservation:
         """Hold the worst case (prompt + max_tokens) from grants, then credits; InsufficientFunds if short."""
-        if prompt_tokens < 0 or max_tokens < 0:
-            raise ValueError(f"token counts must be >= 0 (got prompt {prompt_tokens}, max_tokens {max_tokens})")
-        price = tenant.prices.get(model) or tenant.prices.get("*")
-        pin, pout = (price_pico(price.input_usd_per_mtok), price_pico(price.output_usd_per_mtok)) if price else (-1, -1)
-        rid = f"{time.time_ns():016x}{self._id_salt}{next(self._id_seq):x}"
-        op = Op("reserve", rid, tenant.id, prompt_tokens, max_tokens, model, request_id, pin, pout,
+        check_tokens(prompt_tokens, max_tokens)
+        pin, pout = tenant_prices(tenant, model)
+        op = Op("reserve", self.new_id(), tenant.id, prompt_tokens, max_tokens, model, request_id, pin, pout,
                 self.instance_id or "")
         res: Reservation = await self._submit(op)
         return res
@@ -310,18 +334,9 @@ class Ledger:
             else:
                 rows = conn.execute(db.sql("SELECT id, tenant_id FROM ledger_reservations WHERE state=0 AND "
                                            "instance_id=?"), (self.instance_id,)).fetchall()
-        conn = None
-        try:
-            for start in range(0, len(rows), self._max_batch):
-                ops = [Op("recover", rid, tenant) for rid, tenant in rows[start:start + self._max_batch]]
-                conn, results = self._commit(conn, ops)
-                for res in results:
-                    if isinstance(res, BaseException):
-                        raise res
-        finally:
-            if conn is not None:
-                with contextlib.suppress(*db.db_errors):
-                    conn.close()
+        for res in self.apply([Op("recover", rid, tenant) for rid, tenant in rows]):
+            if isinstance(res, BaseException):
+                raise res
         return len(rows)
 
     def _admin(self, tenant_id: str, sql: str, params: tuple[Any, ...],
@@ -375,6 +390,17 @@ class Ledger:
         """Independent check that grants + credits = remaining + reserved + spent, to the token/micro-dollar."""
         with self._connection() as conn:
             return read_audit(self._db, conn, tenant_id)
+
+
+def check_tokens(prompt_tokens: int, max_tokens: int) -> None:
+    if prompt_tokens < 0 or max_tokens < 0:
+        raise ValueError(f"token counts must be >= 0 (got prompt {prompt_tokens}, max_tokens {max_tokens})")
+
+
+def tenant_prices(tenant: Tenant, model: str) -> tuple[int, int]:
+    """The tenant's (input, output) price of ``model`` in pico-US$ per token; (-1, -1) when it has none."""
+    price = tenant.prices.get(model) or tenant.prices.get("*")
+    return (price_pico(price.input_usd_per_mtok), price_pico(price.output_usd_per_mtok)) if price else (-1, -1)
 
 
 def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:

@@ -5,8 +5,9 @@ The audit reads one consistent snapshot and checks, to the token and the micro-d
 1. per grant: ``granted = available + reserved + spent`` and every term ``>= 0``;
 2. per tenant credit: ``credited = available + reserved + spent`` and every term ``>= 0``;
 3. the journal: sum of ``grant`` entries = sum of ``granted``; sum of ``credit`` entries = ``credited``;
-4. the usage records: per grant, ``reserved`` = the grant parts of pending reservations and ``spent`` = the
-   charged parts of settled ones; per tenant, credit ``reserved``/``spent`` and ``unbilled_tokens`` likewise.
+4. the usage records: per grant, ``reserved`` = the grant parts of pending reservations and of open leases,
+   and ``spent`` = the charged parts of settled ones; per tenant, credit ``reserved``/``spent`` and
+   ``unbilled_tokens`` likewise.
 
 So ``initial grants + credits = remaining + reserved + spent`` is checked both from the running counters
 and from the per-request records, which are written by different code paths of each batch.
@@ -40,6 +41,9 @@ class Balance:
     spent_micro: int
     unbilled_tokens: int  # usage above every balance, recorded but not charged
     pending: int  # reservations in flight
+    leases: int = 0  # open leases (gateway instances admitting this tenant's requests in memory)
+    leased_tokens: int = 0  # of reserved_tokens, held by open leases
+    leased_micro: int = 0  # of reserved_micro, held by open leases
 
     @property
     def credit_usd(self) -> float:
@@ -77,6 +81,7 @@ class AuditResult:
     pending: int
     settled: int
     released: int
+    leases: int = 0  # open leases
 
 
 def _snapshot(db: LedgerDB, conn: Any) -> None:
@@ -93,6 +98,8 @@ def read_balance(db: LedgerDB, conn: Any, tenant_id: str, now: float) -> Balance
                                      "WHERE tenant_id=?"), (tenant_id,)).fetchall()
         pending = conn.execute(db.sql("SELECT COUNT(*) FROM ledger_reservations WHERE state=? AND tenant_id=?"),
                                (PENDING, tenant_id)).fetchone()[0]
+        leases = conn.execute(db.sql("SELECT grant_parts, credit_micro FROM ledger_leases WHERE state=? AND "
+                                     "tenant_id=?"), (PENDING, tenant_id)).fetchall()
     finally:
         db.rollback(conn)
     credited, available, reserved, spent, unbilled = acct if acct is not None else (0, 0, 0, 0, 0)
@@ -103,7 +110,9 @@ def read_balance(db: LedgerDB, conn: Any, tenant_id: str, now: float) -> Balance
         expired_tokens=sum(g[1] for g in grants) - live,
         reserved_tokens=sum(g[2] for g in grants), spent_tokens=sum(g[3] for g in grants),
         credited_micro=credited, credit_micro=available, reserved_micro=reserved, spent_micro=spent,
-        unbilled_tokens=unbilled, pending=int(pending),
+        unbilled_tokens=unbilled, pending=int(pending), leases=len(leases),
+        leased_tokens=sum(t for parts, _ in leases for _, t in parse_parts(parts)),
+        leased_micro=sum(int(m) for _, m in leases),
     )
 
 
@@ -121,6 +130,8 @@ def read_audit(db: LedgerDB, conn: Any, tenant_id: str | None) -> AuditResult:
         rows = conn.execute(db.sql(f"SELECT id, tenant_id, state, grant_parts, credit_micro, charged_parts, "
                                    f"charged_micro, unbilled_tokens FROM ledger_reservations {where}"),
                             params).fetchall()
+        leases = conn.execute(db.sql(f"SELECT id, tenant_id, grant_parts, credit_micro FROM ledger_leases "
+                                     f"{where} {'AND' if where else 'WHERE'} state={PENDING}"), params).fetchall()
     finally:
         db.rollback(conn)
     problems: list[str] = []
@@ -143,6 +154,10 @@ def read_audit(db: LedgerDB, conn: Any, tenant_id: str | None) -> AuditResult:
             unbilled[tenant] += extra
         elif state != RELEASED:
             problems.append(f"reservation {rid}: unknown state {state}")
+    for _, tenant, parts, credit in leases:  # what open leases hold is reserved too
+        for gid, t in parse_parts(parts):
+            g_reserved[gid] += t
+        c_reserved[tenant] += credit
     journal_tokens: dict[str, int] = defaultdict(int)
     journal_micro: dict[str, int] = defaultdict(int)
     for tenant, kind, tokens, micro in entries:
@@ -184,5 +199,5 @@ def read_audit(db: LedgerDB, conn: Any, tenant_id: str | None) -> AuditResult:
         credited_micro=sum(a[1] for a in accounts), remaining_micro=sum(a[2] for a in accounts),
         reserved_micro=sum(a[3] for a in accounts), spent_micro=sum(a[4] for a in accounts),
         unbilled_tokens=sum(a[5] for a in accounts),
-        pending=counts[PENDING], settled=counts[SETTLED], released=counts[RELEASED],
+        pending=counts[PENDING], settled=counts[SETTLED], released=counts[RELEASED], leases=len(leases),
     )

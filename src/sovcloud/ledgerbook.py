@@ -28,9 +28,11 @@ by reservation id, so a batch can be retried after an ambiguous commit.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import InsufficientFunds, LedgerError
 from .ledgerdb import LedgerDB
@@ -40,13 +42,23 @@ __all__ = [
     "RELEASED",
     "SETTLED",
     "Batch",
+    "Charge",
+    "GrantLike",
+    "Hold",
+    "LeaseAsk",
+    "LeaseGrant",
     "Op",
     "Reservation",
     "Settlement",
+    "Split",
     "cover",
     "format_parts",
+    "hold",
     "parse_parts",
     "price_pico",
+    "refusal",
+    "split",
+    "take_grants",
 ]
 
 PENDING, SETTLED, RELEASED = 0, 1, 2
@@ -113,6 +125,141 @@ def parse_parts(text: str) -> list[tuple[int, int]]:
 
 def format_parts(parts: list[tuple[int, int]]) -> str:
     return ",".join(f"{g}:{t}" for g, t in parts if t)
+
+
+class GrantLike(Protocol):
+    """What the decisions read of a grant pot: its id, expiry and tokens ``available``."""
+
+    id: int
+    expires: int | None
+    available: int
+
+
+G = TypeVar("G", bound=GrantLike)
+
+
+def take_grants(grants: Sequence[G], tokens: int, now: float) -> list[tuple[G, int]]:
+    """The tokens to take from ``grants`` (already in spending order) for ``tokens``: non-expired only."""
+    plan: list[tuple[G, int]] = []
+    for g in grants:
+        if tokens <= 0:
+            break
+        if g.available > 0 and (g.expires is None or g.expires > now):
+            take = min(g.available, tokens)
+            plan.append((g, take))
+            tokens -= take
+    return plan
+
+
+@dataclass(slots=True)
+class Hold(Generic[G]):
+    """How a worst case ``prompt + max_tokens`` would be covered: ``plan`` from grants, ``credit`` micro-US$.
+
+    ``ok`` is False when grants and ``credit_available`` together fall short; ``from_grants``, ``rest``
+    (tokens left for credits) and ``rp`` (of which prompt tokens) then explain the refusal."""
+
+    plan: list[tuple[G, int]]
+    credit: int
+    from_grants: int
+    rest: int
+    rp: int
+    ok: bool
+
+
+def hold(grants: Sequence[G], credit_available: int, prompt: int, max_tokens: int, pin: int, pout: int,
+         now: float) -> Hold[G]:
+    """Cover the worst case by grants first (prompt tokens first), the rest by credit at the model price."""
+    need = prompt + max_tokens
+    plan = take_grants(grants, need, now)
+    from_grants = sum(t for _, t in plan)
+    rest = need - from_grants
+    credit, rp, ok = 0, 0, True
+    if rest:
+        rp = max(0, prompt - from_grants)
+        p, c, credit = cover(rp, rest - rp, pin, pout, credit_available)
+        ok = p + c >= rest
+    return Hold(plan, credit, from_grants, rest, rp, ok)
+
+
+@dataclass(slots=True)
+class Split:
+    """A settlement against one reservation's parts: per grant the tokens ``used`` (charged) and the
+    rest returned, the credit ``money`` charged (the rest of ``credit_micro`` returned), and the usage
+    beyond the reservation (``rp`` prompt and ``rc`` completion tokens) still to be covered."""
+
+    used: dict[int, int]
+    money: int
+    rp: int
+    rc: int
+
+
+def split(parts: list[tuple[int, int]], credit_micro: int, prompt: int, completion: int, pin: int,
+          pout: int) -> Split:
+    """Charge ``prompt + completion`` tokens to a reservation's grant ``parts`` first, then its credit."""
+    left = prompt + completion
+    used: dict[int, int] = {}
+    for gid, take in parts:
+        use = min(take, left)
+        left -= use
+        if use:
+            used[gid] = used.get(gid, 0) + use
+    rp = max(0, left - completion)  # the grants covered prompt tokens first
+    rc = left - rp
+    p, c, money = cover(rp, rc, pin, pout, credit_micro)
+    return Split(used, money, rp - p, rc - c)
+
+
+def refusal(tenant_id: str, model: str, prompt: int, max_tokens: int, h: Hold[Any], pin: int, pout: int,
+            available: int) -> str:
+    """Why a worst case cannot be covered, and what to do (the InsufficientFunds message)."""
+    head = (f"tenant {tenant_id}: request needs {prompt + max_tokens} tokens at worst ({prompt} prompt + "
+            f"{max_tokens} max_tokens); its grants cover {h.from_grants}")
+    if pin < 0 or pout < 0:
+        return (f"{head} and it has no price for model {model!r} to pay the other {h.rest} from credits; "
+                "lower max_tokens, grant tokens (`sovcloud tenants grant`) or set a --price")
+    cost = -(-(h.rp * pin + (h.rest - h.rp) * pout) // _PICO_PER_MICRO)
+    return (f"{head}, the other {h.rest} cost US${cost / 1e6:.6f} but its credit is US${available / 1e6:.6f}; "
+            f"lower max_tokens or add credit (`sovcloud tenants credit {tenant_id} USD`)")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseAsk:
+    """What a lease asks for: grant tokens and credit micro-US$, each ``max(min, min(target, fraction x
+    available))`` capped at what is available (``fraction`` leaves the rest to other instances)."""
+
+    tokens_min: int
+    tokens: int
+    micro_min: int
+    micro: int
+    fraction: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """What a lease got: ``(grant id, tokens, expires_at)`` per grant, and credit micro-US$."""
+
+    lease_id: str
+    grants: tuple[tuple[int, int, int | None], ...]
+    micro: int
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A request admitted and settled in memory against its instance's leases, to be recorded:
+    ``parts``/``credit`` it held (grant tokens, micro-US$), the ``used`` grant tokens and ``money`` charged
+    from them, and its usage beyond what the lease could cover (``rp`` prompt, ``rc`` completion tokens)."""
+
+    prompt_tokens: int  # the reservation's estimate
+    max_tokens: int
+    parts: tuple[tuple[int, int], ...]
+    credit: int
+    used: tuple[tuple[int, int], ...]
+    money: int
+    rp: int
+    rc: int
+    progress: int
+    recovered: bool
+    created_at: float
 
 
 class _Account:
@@ -182,9 +329,32 @@ class _Res:
                            self.max_tokens, self.credit_micro, self.request_id)
 
 
+_LEASE_COLS = ("id", "tenant_id", "instance_id", "state", "taken_parts", "taken_micro", "grant_parts",
+               "credit_micro", "created_at", "closed_at")
+_LEASE_MUTABLE = ("state", "grant_parts", "credit_micro", "closed_at")
+
+
+class _Lease:
+    """A lease row, mutable while the batch decides (``held``: grant id -> tokens still held)."""
+
+    __slots__ = ("closed_at", "created_at", "credit", "dirty", "held", "id", "instance_id", "new", "state",
+                 "taken_micro", "taken_parts", "tenant_id")
+
+    def __init__(self, row: tuple[Any, ...] | list[Any], new: bool) -> None:
+        (self.id, self.tenant_id, self.instance_id, self.state, self.taken_parts, self.taken_micro, parts,
+         self.credit, self.created_at, self.closed_at) = row
+        self.held: dict[int, int] = dict(parse_parts(parts))
+        self.new, self.dirty = new, False
+
+    def row(self, names: tuple[str, ...]) -> tuple[Any, ...]:
+        values = {"grant_parts": format_parts(list(self.held.items())), "credit_micro": self.credit}
+        return tuple(values[n] if n in values else getattr(self, n) for n in names)
+
+
 @dataclass(slots=True)
 class Op:
-    """One queued operation. ``kind``: reserve | settle | release | progress | recover."""
+    """One queued operation. ``kind``: reserve | settle | release | progress | recover (a reservation in the
+    database), or lease | charge | close (requests admitted in memory against a lease, sovcloud.ledgerlease)."""
 
     kind: str
     rid: str
@@ -197,6 +367,7 @@ class Op:
     price_out: int = -1
     instance_id: str = ""
     future: Any = None
+    extra: Any = None  # lease: LeaseAsk; charge: Charge
 
 
 class Batch:
@@ -210,6 +381,7 @@ class Batch:
         self.grants: dict[str, list[_Grant]] = {}
         self.grant_by_id: dict[int, _Grant] = {}
         self.res: dict[str, _Res] = {}
+        self.leases: dict[str, _Lease] = {}  # open leases of the batch's tenants, oldest first
 
     # ---- load --------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -218,7 +390,8 @@ class Batch:
         db, conn = self.db, self.conn
         tenants = sorted({op.tenant_id for op in self.ops})
         where, params = db.in_list("tenant_id", tenants)
-        ids = sorted({op.rid for op in self.ops if op.kind != "reserve" or self.check_new})
+        ids = sorted({op.rid for op in self.ops if op.kind not in ("reserve", "lease", "close") or self.check_new})
+        want_leases = any(op.kind in ("lease", "charge", "close") for op in self.ops)
         with db.pipeline(conn):
             db.begin(conn)
             accounts = conn.execute(f"SELECT tenant_id, credit_available, credit_reserved, credit_spent, "
@@ -234,6 +407,12 @@ class Batch:
             if ids:
                 where_id, p = db.in_list("id", ids)
                 rows = conn.execute(f"SELECT {', '.join(_RES_COLS)} FROM ledger_reservations WHERE {where_id}", p)
+                if db.kind == "sqlite":
+                    rows = rows.fetchall()
+            leases: Any = ()
+            if want_leases:
+                leases = conn.execute(f"SELECT {', '.join(_LEASE_COLS)} FROM ledger_leases WHERE {where} AND state=0 "
+                                      "ORDER BY created_at, id", params)
         for row in accounts:
             self.accounts[row[0]] = _Account(row[0], row[1], row[2], row[3], row[4], exists=True)
         for t in tenants:
@@ -247,6 +426,8 @@ class Batch:
             gs.sort(key=lambda g: (g.expires is None, g.expires or 0, g.id))
         for row in rows:
             self.res[row[0]] = _Res(row, new=False)
+        for row in leases:
+            self.leases[row[0]] = _Lease(row, new=False)
 
     # ---- write -------------------------------------------------------------------------------
     def _write(self) -> None:
@@ -279,6 +460,13 @@ class Batch:
         changed = [(*r.row(_RES_MUTABLE), r.id) for r in self.res.values() if r.dirty and not r.new]
         if changed:
             db.bulk_update(cur, "ledger_reservations", "id", _RES_MUTABLE, changed)
+        new_leases = [lease.row(_LEASE_COLS) for lease in self.leases.values() if lease.new]
+        if new_leases:
+            db.bulk_insert(cur, "ledger_leases", _LEASE_COLS, new_leases)
+        leases = [(*lease.row(_LEASE_MUTABLE), lease.id) for lease in self.leases.values()
+                  if lease.dirty and not lease.new]
+        if leases:
+            db.bulk_update(cur, "ledger_leases", "id", _LEASE_MUTABLE, leases)
 
     def run(self) -> list[Any]:
         """Begin, load, decide, write, commit; the caller rolls back on an exception."""
@@ -294,55 +482,31 @@ class Batch:
 
     # ---- decisions ---------------------------------------------------------------------------
     def _take_grants(self, tenant_id: str, tokens: int) -> list[tuple[_Grant, int]]:
-        plan: list[tuple[_Grant, int]] = []
-        for g in self.grants[tenant_id]:
-            if tokens <= 0:
-                break
-            if g.available > 0 and (g.expires is None or g.expires > self.now):
-                take = min(g.available, tokens)
-                plan.append((g, take))
-                tokens -= take
-        return plan
+        return take_grants(self.grants[tenant_id], tokens, self.now)
 
     def _reserve(self, op: Op) -> Reservation:
         existing = self.res.get(op.rid)
         if existing is not None:  # a retried batch whose first commit went through
             return existing.reservation()
         acct = self.accounts[op.tenant_id]
-        need = op.a + op.b
-        plan = self._take_grants(op.tenant_id, need)
-        from_grants = sum(t for _, t in plan)
-        rest = need - from_grants
-        credit = 0
-        if rest:
-            rp = max(0, op.a - from_grants)
-            p, c, credit = cover(rp, rest - rp, op.price_in, op.price_out, acct.available)
-            if p + c < rest:
-                raise InsufficientFunds(self._refusal(op, from_grants, rest, rp, acct.available))
-        for g, take in plan:
+        h = hold(self.grants[op.tenant_id], acct.available, op.a, op.b, op.price_in, op.price_out, self.now)
+        if not h.ok:
+            raise InsufficientFunds(refusal(op.tenant_id, op.model, op.a, op.b, h, op.price_in, op.price_out,
+                                            acct.available))
+        for g, take in h.plan:
             g.available -= take
             g.reserved += take
             g.dirty = True
-        if credit:
-            acct.available -= credit
-            acct.reserved += credit
+        if h.credit:
+            acct.available -= h.credit
+            acct.reserved += h.credit
             acct.dirty = True
-        parts = format_parts([(g.id, t) for g, t in plan])
+        parts = format_parts([(g.id, t) for g, t in h.plan])
         r = _Res((op.rid, op.tenant_id, op.request_id, op.model, op.instance_id, PENDING, op.a, op.b, op.price_in,
-                  op.price_out, parts, credit, 0, 0, 0, "", 0, 0, 0, self.now, None), new=True)
+                  op.price_out, parts, h.credit, 0, 0, 0, "", 0, 0, 0, self.now, None), new=True)
         self.res[op.rid] = r
-        return Reservation(op.rid, op.tenant_id, op.model, from_grants, credit / 1e6, op.a, op.b, credit,
+        return Reservation(op.rid, op.tenant_id, op.model, h.from_grants, h.credit / 1e6, op.a, op.b, h.credit,
                            op.request_id)
-
-    def _refusal(self, op: Op, from_grants: int, rest: int, rp: int, available: int) -> str:
-        head = (f"tenant {op.tenant_id}: request needs {op.a + op.b} tokens at worst ({op.a} prompt + "
-                f"{op.b} max_tokens); its grants cover {from_grants}")
-        if op.price_in < 0 or op.price_out < 0:
-            return (f"{head} and it has no price for model {op.model!r} to pay the other {rest} from credits; "
-                    "lower max_tokens, grant tokens (`sovcloud tenants grant`) or set a --price")
-        cost = -(-(rp * op.price_in + (rest - rp) * op.price_out) // _PICO_PER_MICRO)
-        return (f"{head}, the other {rest} cost US${cost / 1e6:.6f} but its credit is US${available / 1e6:.6f}; "
-                f"lower max_tokens or add credit (`sovcloud tenants credit {op.tenant_id} USD`)")
 
     def _row(self, op: Op) -> _Res:
         r = self.res.get(op.rid)
@@ -359,46 +523,48 @@ class Batch:
         if r.state == RELEASED:
             raise LedgerError(f"reservation {r.id} was released (nothing delivered); it cannot be settled")
         prompt, completion = op.a, op.b
-        left = prompt + completion
         acct = self.accounts[r.tenant_id]
-        charged: dict[int, int] = {}
-        for gid, take in parse_parts(r.grant_parts):  # 1. the reserved grant tokens
+        parts = parse_parts(r.grant_parts)
+        sp = split(parts, r.credit_micro, prompt, completion, r.price_in, r.price_out)
+        for gid, take in parts:  # 1. the reserved grant tokens: the used ones are spent, the rest returns
             g = self.grant_by_id[gid]
-            use = min(take, left)
-            left -= use
+            use = sp.used.get(gid, 0)
             g.reserved -= take
             g.spent += use
             g.available += take - use
             g.dirty = True
-            if use:
-                charged[gid] = charged.get(gid, 0) + use
-        rp = max(0, left - completion)  # the grants covered prompt tokens first
-        rc = left - rp
-        p, c, money = cover(rp, rc, r.price_in, r.price_out, r.credit_micro)  # 2. the reserved credit
-        acct.reserved -= r.credit_micro
-        acct.available += r.credit_micro - money
-        rp, rc = rp - p, rc - c
-        if rp or rc:  # 3. usage beyond the reservation: available grants, then credit, then unbilled
-            for g, take in self._take_grants(r.tenant_id, rp + rc):
-                g.available -= take
-                g.spent += take
-                g.dirty = True
-                charged[g.id] = charged.get(g.id, 0) + take
-                used_p = min(rp, take)
-                rp, rc = rp - used_p, rc - (take - used_p)
-            p, c, extra = cover(rp, rc, r.price_in, r.price_out, acct.available)
-            acct.available -= extra
-            money += extra
-            rp, rc = rp - p, rc - c
-        unbilled = rp + rc
-        acct.spent += money
+        acct.reserved -= r.credit_micro  # 2. the reserved credit likewise
+        acct.available += r.credit_micro - sp.money
+        charged = dict(sp.used)
+        extra, unbilled = self._beyond(r.tenant_id, sp.rp, sp.rc, r.price_in, r.price_out, charged)
+        acct.spent += sp.money + extra
         acct.unbilled += unbilled
         acct.dirty = True
         r.state, r.used_prompt, r.used_completion = SETTLED, prompt, completion
         r.charged_parts = format_parts(sorted(charged.items()))
-        r.charged_micro, r.unbilled_tokens, r.recovered, r.settled_at = money, unbilled, int(recovered), self.now
+        r.charged_micro, r.unbilled_tokens = sp.money + extra, unbilled
+        r.recovered, r.settled_at = int(recovered), self.now
         r.dirty = True
         return r.settlement()
+
+    def _beyond(self, tenant_id: str, rp: int, rc: int, pin: int, pout: int,
+                charged: dict[int, int]) -> tuple[int, int]:
+        """Usage beyond a reservation: available grants, then credit, then recorded as unbilled. Returns
+        (micro-US$ charged, unbilled tokens); grant tokens taken are added to ``charged``."""
+        if not (rp or rc):
+            return 0, 0
+        for g, take in self._take_grants(tenant_id, rp + rc):
+            g.available -= take
+            g.spent += take
+            g.dirty = True
+            charged[g.id] = charged.get(g.id, 0) + take
+            used_p = min(rp, take)
+            rp, rc = rp - used_p, rc - (take - used_p)
+        acct = self.accounts[tenant_id]
+        p, c, extra = cover(rp, rc, pin, pout, acct.available)
+        acct.available -= extra
+        acct.dirty = True
+        return extra, rp - p + rc - c
 
     def _release(self, op: Op) -> None:
         r = self._row(op)
@@ -431,3 +597,105 @@ class Batch:
             return None
         op.a, op.b = r.prompt_tokens, min(r.progress, r.max_tokens)
         return self._settle(op, recovered=True)
+
+    # ---- leases (requests admitted in memory by one instance; see sovcloud.ledgerlease) ---------------
+    def _open_leases(self, tenant_id: str, instance_id: str) -> list[_Lease]:
+        return [x for x in self.leases.values() if x.tenant_id == tenant_id and x.instance_id == instance_id
+                and x.state == PENDING]
+
+    def _lease(self, op: Op) -> LeaseGrant:
+        """Move grant tokens and credit to a new lease of ``op.instance_id`` (idempotent by lease id)."""
+        existing = self.leases.get(op.rid)
+        if existing is not None:  # a retried batch whose first commit went through
+            return LeaseGrant(op.rid, tuple((g, t, self.grant_by_id[g].expires) for g, t in
+                                            parse_parts(existing.taken_parts)), existing.taken_micro)
+        ask: LeaseAsk = op.extra
+        grants = self.grants[op.tenant_id]
+        live = sum(g.available for g in grants if g.expires is None or g.expires > self.now)
+        want = min(live, max(ask.tokens_min, min(ask.tokens, math.ceil(ask.fraction * live))))
+        plan = take_grants(grants, want, self.now)
+        for g, take in plan:
+            g.available -= take
+            g.reserved += take
+            g.dirty = True
+        acct = self.accounts[op.tenant_id]
+        micro = min(acct.available, max(ask.micro_min, min(ask.micro, math.ceil(ask.fraction * acct.available))))
+        if micro:
+            acct.available -= micro
+            acct.reserved += micro
+            acct.dirty = True
+        if not plan and not micro:
+            return LeaseGrant(op.rid, (), 0)  # nothing to lease: no row
+        parts = format_parts([(g.id, t) for g, t in plan])
+        self.leases[op.rid] = _Lease((op.rid, op.tenant_id, op.instance_id, PENDING, parts, micro, parts, micro,
+                                      self.now, None), new=True)
+        return LeaseGrant(op.rid, tuple((g.id, t, g.expires) for g, t in plan), micro)
+
+    def _close(self, op: Op) -> None:
+        """Return everything the open leases of (``op.instance_id``, tenant) still hold and close them: those
+        whose ids ``op.extra`` names, or all of them when it is None (recovery)."""
+        acct = self.accounts[op.tenant_id]
+        for lease in self._open_leases(op.tenant_id, op.instance_id):
+            if op.extra is not None and lease.id not in op.extra:
+                continue
+            for gid, t in lease.held.items():
+                g = self.grant_by_id[gid]
+                g.reserved -= t
+                g.available += t
+                g.dirty = True
+            if lease.credit:
+                acct.reserved -= lease.credit
+                acct.available += lease.credit
+                acct.dirty = True
+            lease.held, lease.credit = {}, 0
+            lease.state, lease.closed_at, lease.dirty = RELEASED, self.now, True
+
+    def _charge(self, op: Op) -> Settlement:
+        """Record a request settled in memory: its charge moves from the instance's leases to spent, its
+        usage beyond them is covered like a settlement's (grants, credit, else unbilled). Idempotent."""
+        existing = self.res.get(op.rid)
+        if existing is not None:
+            return existing.settlement()
+        ch: Charge = op.extra
+        leases = self._open_leases(op.tenant_id, op.instance_id)
+        held: dict[int, int] = {}
+        for lease in leases:
+            for gid, t in lease.held.items():
+                held[gid] = held.get(gid, 0) + t
+        short = [f"grant {g}: {t} > {held.get(g, 0)}" for g, t in ch.used if t > held.get(g, 0)]
+        credit = sum(lease.credit for lease in leases)
+        if short or ch.money > credit:
+            raise LedgerError(f"charge {op.rid} of tenant {op.tenant_id}: the leases of instance {op.instance_id!r} "
+                              f"hold less than it used ({', '.join(short) or f'credit {ch.money} > {credit}'})")
+        for gid, t in ch.used:
+            g = self.grant_by_id[gid]
+            g.reserved -= t
+            g.spent += t
+            g.dirty = True
+            for lease in leases:
+                take = min(t, lease.held.get(gid, 0))
+                if take:
+                    lease.held[gid] -= take
+                    lease.dirty = True
+                    t -= take
+        acct = self.accounts[op.tenant_id]
+        money = ch.money
+        for lease in leases:
+            take = min(money, lease.credit)
+            lease.credit -= take
+            lease.dirty = lease.dirty or take > 0
+            money -= take
+        acct.reserved -= ch.money
+        charged = dict(ch.used)
+        extra, unbilled = self._beyond(op.tenant_id, ch.rp, ch.rc, op.price_in, op.price_out, charged)
+        acct.spent += ch.money + extra
+        acct.unbilled += unbilled
+        acct.dirty = True
+        for lease in leases:
+            lease.held = {g: t for g, t in lease.held.items() if t}
+        r = _Res((op.rid, op.tenant_id, op.request_id, op.model, op.instance_id, SETTLED, ch.prompt_tokens,
+                  ch.max_tokens, op.price_in, op.price_out, format_parts(list(ch.parts)), ch.credit, ch.progress,
+                  op.a, op.b, format_parts(sorted(charged.items())), ch.money + extra, unbilled, int(ch.recovered),
+                  ch.created_at, self.now), new=True)
+        self.res[op.rid] = r
+        return r.settlement()

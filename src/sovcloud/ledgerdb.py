@@ -116,6 +116,23 @@ sa.Table(  # one row per request: the reservation, then its settlement (the usag
              postgresql_where=sa.text("state = 0")),
     sqlite_with_rowid=False,  # one B-tree keyed by the reservation id instead of rowid table + id index
 )
+sa.Table(  # one row per lease: grant tokens and credit moved to one gateway instance, which admits and settles
+    # requests against them in memory (sovcloud.ledgerlease); held = taken - charged, returned when closed
+    "ledger_leases", ledger_metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("instance_id", sa.String(128), nullable=False),
+    sa.Column("state", sa.SmallInteger, nullable=False),  # 0 open, 2 closed
+    sa.Column("taken_parts", sa.Text, nullable=False),  # "grant_id:tokens,..." moved to the lease when made
+    sa.Column("taken_micro", sa.BigInteger, nullable=False),
+    sa.Column("grant_parts", sa.Text, nullable=False),  # "grant_id:tokens,..." still held (reserved)
+    sa.Column("credit_micro", sa.BigInteger, nullable=False),  # credit still held (reserved)
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("closed_at", sa.Float, nullable=True),
+    sa.Index("ix_ledger_leases_open", "tenant_id", "instance_id", sqlite_where=sa.text("state = 0"),
+             postgresql_where=sa.text("state = 0")),
+    sqlite_with_rowid=False,
+)
 
 
 def default_ledger_url() -> str:
