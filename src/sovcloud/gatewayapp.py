@@ -34,6 +34,7 @@ from .gatewayapi import error_body, validate_chat, validate_completion, validate
 from .gatewayconfig import GatewayConfig, load_gateway_config, plan_backends, resolve_targets
 from .gatewayschema import openapi_schema
 from .ledger import Ledger, default_ledger_url
+from .ledgerlease import LeasedLedger, LeaseOptions, default_journal_dir
 from .metrics import CONTENT_TYPE, configure_json_logging
 from .router import LoadState, RouteTable
 from .tenants import TenantStore
@@ -52,8 +53,22 @@ def build_gateway(cfg: GatewayConfig, instance_id: str) -> tuple[Gateway, list[H
     targets = resolve_targets(cfg, table.backend_ids)
     url = cfg.ledger or default_ledger_url()
     iid = cfg.instance_id or instance_id
-    ledger = Ledger.open(url, instance_id=iid, progress_block=cfg.progress_every_tokens)
-    tenants = TenantStore.open(cfg.tenants or url)
+    m = cfg.metering
+    ledger: Ledger | LeasedLedger
+    if m.mode == "leased":
+        journal = Path(m.journal) if m.journal else default_journal_dir(url, iid)
+        opts = LeaseOptions(tokens=m.lease_tokens, micro=round(m.lease_usd * 1e6), fraction=m.lease_fraction,
+                            idle_s=m.lease_idle_s)
+        ledger = LeasedLedger.open(url, iid, journal, options=opts, progress_block=cfg.progress_every_tokens,
+                                   fsync=m.journal_fsync)
+    else:
+        ledger = Ledger.open(url, instance_id=iid, progress_block=cfg.progress_every_tokens)
+    try:
+        tenants = TenantStore.open(cfg.tenants or url)
+    except BaseException:
+        if isinstance(ledger, LeasedLedger):
+            ledger.journal.close()
+        raise
     parts = GatewayParts(table=table, state=LoadState.initial(backends, cfg.routing.queue_factor), targets=targets,
                          upstream=AiohttpUpstream(cfg.timeouts), tenants=tenants, ledger=ledger,
                          residency_rule=tuple(str(r) for r in world.ds.residency_rule.values),
@@ -70,10 +85,10 @@ def build_gateway(cfg: GatewayConfig, instance_id: str) -> tuple[Gateway, list[H
                 log.exception("tenant refresh failed")
 
     async def start() -> None:
-        await ledger.start()
         recovered = await asyncio.to_thread(ledger.recover)  # before the first request of this instance
+        await ledger.start()
         log.info("ledger ready", extra={"fields": {"ledger": ledger.url, "instance": iid, "recovered": recovered,
-                                                   "backends": len(targets)}})
+                                                   "metering": m.mode, "backends": len(targets)}})
         refresher.append(asyncio.get_running_loop().create_task(refresh_tenants()))
 
     async def stop() -> None:

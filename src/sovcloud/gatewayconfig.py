@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -34,6 +34,7 @@ __all__ = [
     "GatewayConfig",
     "HealthConfig",
     "LimitsConfig",
+    "MeteringConfig",
     "UpstreamConfig",
     "UpstreamTarget",
     "UpstreamsConfig",
@@ -98,6 +99,21 @@ class TimeoutsConfig(_Cfg):
     idle_s: float = Field(60.0, gt=0, description="longest silence inside a stream")
 
 
+class MeteringConfig(_Cfg):
+    mode: Literal["leased", "strict"] = Field(
+        "leased", description="leased: admit and settle in memory against leases of balance, journal locally, write "
+        "the database behind (no database wait per request); strict: every reservation and settlement is a "
+        "database commit the request waits for")
+    lease_tokens: int = Field(1_000_000, ge=1, description="grant tokens per lease")
+    lease_usd: float = Field(1.0, ge=0, description="credit (US$) per lease")
+    lease_fraction: float = Field(0.5, gt=0, le=1, description="a lease takes at most this share of what is "
+                                  "available (the rest stays for other instances)")
+    lease_idle_s: float = Field(5.0, gt=0, description="return a tenant's leases after this long without requests")
+    journal: str | None = Field(None, description="this instance's journal folder; default: beside an SQLite "
+                                "ledger, else ~/.sovcloud/journal/<instance>")
+    journal_fsync: bool = Field(False, description="fdatasync every journal record (survives an OS crash; slower)")
+
+
 class GatewayConfig(_Cfg):
     source: str = Field("<config>", exclude=True)
     plan: str
@@ -118,6 +134,7 @@ class GatewayConfig(_Cfg):
     instance_id: str | None = Field(None, description="ledger instance id (default: host:port); recovery after a "
                                     "crash settles this instance's pending reservations")
     tenant_refresh_s: float = Field(30.0, gt=0, description="reload tenants (policy changes) this often")
+    metering: MeteringConfig = Field(default_factory=MeteringConfig)
 
 
 _HINTS = {
@@ -171,7 +188,10 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
     base = p.resolve().parent
     return cfg.model_copy(update={"plan": str((base / cfg.plan).resolve()),
                                   "scenario": _resolve_path(base, cfg.scenario),
-                                  "ledger": _resolve_url(base, cfg.ledger), "tenants": _resolve_url(base, cfg.tenants)})
+                                  "ledger": _resolve_url(base, cfg.ledger), "tenants": _resolve_url(base, cfg.tenants),
+                                  "metering": cfg.metering.model_copy(update={
+                                      "journal": None if cfg.metering.journal is None
+                                      else str((base / cfg.metering.journal).resolve())})})
 
 
 class UpstreamTarget(BaseModel):

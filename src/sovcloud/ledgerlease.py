@@ -48,6 +48,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -70,10 +71,11 @@ from .ledgerbook import (
     split,
     take_grants,
 )
+from .ledgerdb import LedgerDB
 from .ledgerjournal import Journal
 from .tenants import Tenant
 
-__all__ = ["LeaseOptions", "LeaseStats", "LeasedLedger"]
+__all__ = ["LeaseOptions", "LeaseStats", "LeasedLedger", "default_journal_dir"]
 
 log = logging.getLogger("sovcloud.ledger")
 _KEEP_SETTLED = 4096  # settlements remembered for an idempotent second settle
@@ -83,7 +85,8 @@ _KEEP_SETTLED = 4096  # settlements remembered for an idempotent second settle
 class LeaseOptions:
     """Lease sizes: ``tokens`` of grants and ``micro`` US$ of credit per lease (at most ``fraction`` of what
     is available, at least what the waiting request needs); a new lease is taken in the background when
-    the pool falls below ``refill_below`` of a lease; an idle pool is returned after ``idle_s``."""
+    the pool falls below ``refill_below`` of what the last lease brought; an idle pool is returned after
+    ``idle_s``."""
 
     tokens: int = 1_000_000
     micro: int = 1_000_000
@@ -117,8 +120,8 @@ class _PoolGrant:
 class _Pool:
     """What one tenant's leases on this instance hold and no request has taken."""
 
-    __slots__ = ("by_id", "credit", "dry_until", "extending", "grants", "last", "leases", "open", "unflushed",
-                 "waiting")
+    __slots__ = ("by_id", "credit", "dry_until", "extending", "grants", "last", "last_micro", "last_tokens", "leases",
+                 "open", "unflushed", "waiting")
 
     def __init__(self) -> None:
         self.grants: list[_PoolGrant] = []  # in spending order (earliest expiry first, then oldest)
@@ -131,6 +134,8 @@ class _Pool:
         self.extending: asyncio.Future[bool] | None = None
         self.last = 0.0  # monotonic time of the last admission
         self.dry_until = 0.0  # no background lease before this (the last one found nothing)
+        self.last_tokens = 0  # what the last lease brought
+        self.last_micro = 0
 
     def add(self, grant: LeaseGrant) -> None:
         for gid, tokens, expires in grant.grants:
@@ -143,6 +148,7 @@ class _Pool:
         self.credit += grant.micro
         if grant.grants or grant.micro:
             self.leases.append(grant.lease_id)
+            self.last_tokens, self.last_micro = sum(t for _, t, _ in grant.grants), grant.micro
 
     def tokens(self) -> int:
         return sum(g.available for g in self.grants)
@@ -345,8 +351,12 @@ class LeasedLedger:
                            request_id)
 
     def _low(self, pool: _Pool) -> bool:
-        o = self.options
-        return pool.tokens() < o.refill_below * o.tokens and pool.credit < o.refill_below * o.micro
+        """Below ``refill_below`` of what the last lease brought, in tokens and in credit alike."""
+        rb = self.options.refill_below
+        if not (pool.last_tokens or pool.last_micro):
+            return False
+        return ((pool.last_tokens == 0 or pool.tokens() < rb * pool.last_tokens)
+                and (pool.last_micro == 0 or pool.credit < rb * pool.last_micro))
 
     async def _extend(self, tenant_id: str, pool: _Pool, tokens: int, micro: int) -> bool:
         """Wait for a lease for ``pool`` (the one in flight, else a new one); True when it got anything."""
@@ -480,6 +490,14 @@ class LeasedLedger:
 
     def audit(self, tenant_id: str | None = None) -> Any:
         return self.ledger.audit(tenant_id)
+
+
+def default_journal_dir(url: str, instance_id: str) -> Path:
+    """Beside an SQLite ledger (``<file>.journal/<instance>``), else ``~/.sovcloud/journal/<instance>``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", instance_id)
+    db = LedgerDB.parse(url)
+    base = Path(db.target + ".journal") if db.kind == "sqlite" else Path.home() / ".sovcloud" / "journal"
+    return base / safe
 
 
 def _merge(parts: list[tuple[int, int]], more: dict[int, int]) -> list[tuple[int, int]]:
