@@ -6,6 +6,9 @@ Run: ``python benchmarks/perf_accuracy.py``
    output tokens/s per chip with the tabled family constants, the consistency screen, and the
    median / largest absolute error over the admitted cases and over all rows; for the rows the
    screen holds out, the mean input length at which the fitted model reproduces them.
+   Then the evidence on the three MLPerf llama-2-70b rows: the deployment the model picks against
+   NVIDIA's published v4.1 configuration, the mean input their published engine batch allows, and
+   a sweep of one Hopper compute efficiency over all 8 rows.
 2. ``calibrate()`` and ``calibrate_moe()`` re-fitted from scratch, to show they reproduce the
    tabled constants; the MoE calibration rows (``perf_moe_calibration.csv``) with their errors.
 3. Held-out published figures that were NOT used for fitting: every figure of the TensorRT-LLM
@@ -19,7 +22,7 @@ import time
 
 import numpy as np
 
-from sovcloud.perf import estimate, goodput_table
+from sovcloud.perf import best_split, estimate, goodput_table, resolve_chip, resolve_model
 from sovcloud.perf_calibrate import (
     MAX_UTILISATION,
     CalibrationCase,
@@ -29,7 +32,7 @@ from sovcloud.perf_calibrate import (
     load_calibration_cases,
     load_moe_calibration_cases,
 )
-from sovcloud.roofline import FAMILY_CONSTANTS
+from sovcloud.roofline import FAMILY_CONSTANTS, geometry
 
 #: Source of the held-out figures (total output tokens/s of one TP group, trtllm-bench max throughput).
 HELD_OUT_SOURCE = (
@@ -74,6 +77,19 @@ PREVIOUS_SUBSET: frozenset[tuple[str, str, int, int]] = frozenset(
 )
 MOE_MODELS = frozenset({"qwen3-235b-a22b", "qwen3-30b-a3b"})
 
+#: NVIDIA's MLPerf Inference v4.1 closed llama2-70b configuration (TensorRT-LLM, FP8 weights and KV):
+#: case_id -> (tensor_parallelism, gpu_batch_size per replica). Source: mlcommons/inference_results_v4.1,
+#: closed/NVIDIA/configs/llama2-70b/{Offline,Server}/__init__.py (H100_SXM_80GB_TP2x4: TP2, batch 896
+#: offline / 1024 server; H200_SXM_141GBx8: TP1, batch 806 offline / 896 server;
+#: kvcache_free_gpu_mem_frac 0.90).
+MLPERF41_LLAMA2_CONFIG: dict[str, tuple[int, int]] = {
+    "mlperf41-h100x8-llama2-70b-offline": (2, 896),
+    "mlperf41-h200x8-llama2-70b-offline": (1, 806),
+    "mlperf41-h200x8-llama2-70b-server": (1, 896),
+}
+#: TensorRT-LLM's kvcache_free_gpu_mem_frac in that configuration.
+KV_FREE_FRACTION = 0.90
+
 
 def _input_matching(case: CalibrationCase, tp: int) -> int:
     """Mean input length at which the fitted model reproduces ``case`` (bisection; model is monotone in I)."""
@@ -115,6 +131,40 @@ def _calibration_table() -> None:
                 f"  {case.case_id}: stated input {case.input_tokens}, output {case.output_tokens}; the fitted "
                 f"model reproduces the measurement at a mean input of {need} tokens"
             )
+
+
+def _mlperf_evidence() -> None:
+    """Deployment, KV-capacity bound on the mean input, and a one-constant sweep for the MLPerf llama-2-70b rows."""
+    cases = {c.case_id: c for c in load_calibration_cases()}
+    print("\n== MLPerf v4.1 llama-2-70b rows: deployment and input-length evidence ==")
+    head = f"{'case':36s} {'model TP x DP':>13s} {'published':>9s} {'batch':>5s}"
+    print(f"{head} {'resident':>8s} {'max mean input':>14s}")
+    for case_id, (tp, batch) in MLPERF41_LLAMA2_CONFIG.items():
+        case = cases[case_id]
+        r = best_split(case.model, case.chip, case.chips, case.precision, case.input_tokens, case.output_tokens,
+                       case.ttft_slo_s, case.tpot_slo_s)
+        g = geometry(resolve_model(case.model))
+        chip = resolve_chip(case.chip)
+        kv_tok = g.kv_elements_per_token * 1.0  # fp8 KV: 1 byte per element
+        # generous: nominal memory read as GiB, all of (memory - weights) free, the engine's 0.90 of it
+        free = KV_FREE_FRACTION * (tp * chip.memory_gb * 2**30 - g.total_params * 1.0)
+        resident = free / (batch * kv_tok)  # KV tokens per sequence at the published batch
+        max_input = resident - case.output_tokens / 2.0  # paged KV: a sequence holds I + (tokens so far)
+        print(f"{case_id:36s} {f'TP{r.tp} x {r.replicas}':>13s} {f'TP{tp} x {case.chips // tp}':>9s} {batch:5d} "
+              f"{resident:8.0f} {max_input:14.0f}  (stated {case.input_tokens})")
+    print("resident = 0.90 x (tp x memory as GiB - fp8 weights) / (batch x KV bytes per token); a paged sequence holds "
+          "I + O/2 tokens on average, so the mean input is at most resident - O/2 if the published batch is reached")
+    print("\none Hopper compute_eff for all 8 rows (t_0 as tabled / 3 ms), no screen:")
+    hopper = FAMILY_CONSTANTS["nvidia-hopper"]
+    all_cases = list(cases.values())
+    for eff in (0.64, 0.70, 0.74, 0.78):
+        for t0 in (hopper.step_overhead_s, 0.003):
+            rep = evaluate_cases(all_cases, {"nvidia-hopper": hopper.with_fit(eff, hopper.bw_eff, t0)})
+            errs = [r.error for r in rep.rows]
+            mlperf = " ".join(f"{r.error:+.0%}" for r in rep.rows if r.case_id in MLPERF41_LLAMA2_CONFIG)
+            other = " ".join(f"{r.error:+.0%}" for r in rep.rows if r.case_id not in MLPERF41_LLAMA2_CONFIG)
+            print(f"  compute_eff {eff:.2f} t_0 {t0 * 1e3:.0f} ms: median |error| {np.median(np.abs(errs)):5.1%}, "
+                  f"max {np.max(np.abs(errs)):5.1%}  (MLPerf llama-2 {mlperf}; others {other})")
 
 
 def _refit() -> None:
@@ -180,6 +230,7 @@ def _timing() -> None:
 
 if __name__ == "__main__":
     _calibration_table()
+    _mlperf_evidence()
     _refit()
     _held_out()
     _timing()

@@ -12,6 +12,10 @@ overhead). From it, for every candidate batch
     prefill rate        = B*(I/O) / t_step(B)           (prompt tokens/s of the group)
     goodput per chip    = max over {B : TTFT <= SLO_ttft and TPOT <= SLO_tpot} of B / (n * t_step(B))
 
+A system of ``N`` chips is served as ``N/tp`` data-parallel replicas of one ``tp``-chip group
+(:func:`best_split`: ``tp`` the power of two dividing ``N``, or ``N``, with the most goodput per chip);
+:func:`estimate` is one group (``tp = chips``, one replica).
+
 ``B_max = min(MAX_BATCH, floor(((1-r)*n*M - W) / ((I+O)*kv_tok)))``; a deployment fits when the
 weights ``W`` and one sequence's KV cache fit in ``(1-r)*n*M``. Results that cannot run (the
 precision is unsupported, the chip has no device memory, the model does not fit, no batch
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -52,10 +56,12 @@ __all__ = [
     "PerfResult",
     "Workload",
     "best_estimate",
+    "best_split",
     "estimate",
     "goodput_table",
     "resolve_chip",
     "resolve_model",
+    "split_degrees",
 ]
 
 #: Named SLO scenarios of published results: name -> (TTFT SLO s, TPOT SLO s); None = no limit.
@@ -94,7 +100,10 @@ class PerfResult:
     """Performance of one (model, chip, chips, precision, request shape, SLOs).
 
     ``fits``: weights and one sequence's KV cache fit; ``meets_slo``: some batch meets the SLOs;
-    ``ok`` = both. Rates are per deployment except ``output_tokens_per_s_per_chip``. ``bound``
+    ``ok`` = both. ``chips`` = ``tp * replicas``: ``tp`` chips per tensor-parallel group (one replica),
+    ``replicas`` identical data-parallel groups (1 for :func:`estimate`; :func:`best_split` chooses).
+    ``batch``, ``max_batch``, latencies, the KV budget and the step components are per replica; the
+    prefill/decode rates are of all replicas; ``output_tokens_per_s_per_chip`` is per chip. ``bound``
     names the largest step component (compute, memory, communication, moe-dispatch, overhead). When not
     ``ok`` the rates are 0, ``batch`` is 0 and ``reason`` says why (with numbers); latencies
     then show the best case (batch 1) when the model fits, else NaN.
@@ -128,6 +137,8 @@ class PerfResult:
     step_comm_s: float
     step_overhead_s: float
     step_moe_dispatch_s: float
+    tp: int
+    replicas: int
 
     @property
     def ok(self) -> bool:
@@ -331,6 +342,8 @@ def estimate(
         "tpot_slo_s": tpot_slo,
         "weight_gb": g.total_params * PRECISION_BYTES[prec] / 1e9,
         "kv_gb_per_sequence": (i_t + o_t) * g.kv_elements_per_token * PRECISION_BYTES[kv_prec] / 1e9,
+        "tp": n,
+        "replicas": 1,
     }
     nan = float("nan")
     refused: dict[str, Any] = {
@@ -450,6 +463,64 @@ def best_estimate(
     if not good:
         return results[-1]
     return max(good, key=lambda r: r.output_tokens_per_s_per_chip)
+
+
+def split_degrees(chips: int) -> tuple[int, ...]:
+    """Tensor-parallel degrees ``chips`` chips can be split into: powers of two dividing ``chips``, and ``chips``.
+
+    ``split_degrees(8) == (1, 2, 4, 8)``; ``split_degrees(6) == (1, 2, 6)``; ``split_degrees(1) == (1,)``.
+    """
+    n = _check_int("chips", chips)
+    degrees = {n}
+    tp = 1
+    while tp <= n:
+        if n % tp == 0:
+            degrees.add(tp)
+        tp *= 2
+    return tuple(sorted(degrees))
+
+
+def best_split(
+    model: ModelArch | str,
+    chip: Accelerator | str,
+    chips: int,
+    precision: str,
+    input_tokens: int,
+    output_tokens: int,
+    ttft_slo_s: float | None = None,
+    tpot_slo_s: float | None = None,
+    *,
+    constants: FamilyConstants | None = None,
+) -> PerfResult:
+    """Best deployment of ``chips`` chips as ``replicas`` data-parallel copies of a ``tp``-chip TP group.
+
+    A serving engine given ``N`` chips runs ``N/tp`` independent replicas (MLPerf v4.1: TensorRT-LLM
+    Llama-2-70B FP8 as TP2 x 4 on 8 x H100 and TP1 x 8 on 8 x H200). Replicas share nothing, so the
+    goodput per chip of the split is that of one ``tp`` group; ``tp`` is the degree of
+    :func:`split_degrees` with the most goodput per chip among those that fit and meet the SLOs
+    (smallest on ties). ``tp = chips`` is always a candidate, so the split is never worse than one
+    ``chips``-wide group. If no degree works, the result is the ``tp = chips`` one with its reason.
+    """
+    n = _check_int("chips", chips)
+    r = best_estimate(
+        model,
+        chip,
+        precision,
+        input_tokens,
+        output_tokens,
+        ttft_slo_s,
+        tpot_slo_s,
+        tp_degrees=split_degrees(n),
+        constants=constants,
+    )
+    replicas = n // r.tp
+    return replace(
+        r,
+        chips=n,
+        replicas=replicas,
+        prefill_tokens_per_s=r.prefill_tokens_per_s * replicas,
+        decode_tokens_per_s=r.decode_tokens_per_s * replicas,
+    )
 
 
 def _as_cases(cases: Mapping[str, Workload] | Sequence[Workload]) -> list[Workload]:

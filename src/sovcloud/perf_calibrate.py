@@ -40,7 +40,7 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
 from .errors import PhysicsError
-from .perf import SCENARIOS, PerfResult, best_estimate, resolve_chip, resolve_model
+from .perf import SCENARIOS, PerfResult, best_estimate, resolve_chip, resolve_model, split_degrees
 from .roofline import FamilyConstants, family_constants, geometry
 
 #: Highest plausible share of dense tensor peak for a whole serving step (DeepGEMM: 1550 of
@@ -188,11 +188,13 @@ def screen(cases: Sequence[CalibrationCase]) -> dict[str, bool]:
 
 
 def predict_case(case: CalibrationCase, constants: FamilyConstants | None = None) -> PerfResult:
-    """The model's figure for ``case``: its ``tp``, else the best TP degree in (1, 2, 4, 8) dividing ``chips``."""
-    if case.tp is not None:
-        degrees = [case.tp]
-    else:
-        degrees = [t for t in (1, 2, 4, 8) if t <= case.chips and case.chips % t == 0] or [case.chips]
+    """The model's figure for one TP group of ``case``: its ``tp``, else the best of ``split_degrees(chips)`` up to 8.
+
+    The same choice as :func:`sovcloud.perf.best_split` (replicas fill the system; goodput per chip is
+    that of one group), returned as the group's result.
+    """
+    upto8 = [t for t in split_degrees(case.chips) if t <= 8]
+    degrees = [case.tp] if case.tp is not None else upto8
     return best_estimate(
         case.model,
         case.chip,
@@ -225,7 +227,7 @@ def evaluate_cases(
                 pred,
                 case.measured,
                 pred / case.measured - 1.0,
-                r.chips,
+                r.tp,
                 r.batch,
                 r.bound,
                 implied_utilisation(case),
