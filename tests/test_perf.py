@@ -557,3 +557,20 @@ def test_cli_errors_are_sovcloud_errors() -> None:
         ],
     )
     assert isinstance(bad_scenario.exception, PhysicsError)
+
+
+def test_cli_splits_chips_into_the_best_tp_groups_unless_tp_is_given() -> None:
+    args = ["perf", "--model", "llama-2-70b", "--chip", "h200-sxm", "--chips", "8", "--precision", "fp8",
+            "--input", "700", "--output", "290", "--json"]
+    best = json.loads(CliRunner().invoke(_app(), args).output)
+    one_group = json.loads(CliRunner().invoke(_app(), [*args, "--tp", "8"]).output)
+    assert (best["chips"], best["tp"] * best["replicas"]) == (8, 8)
+    assert (one_group["tp"], one_group["replicas"]) == (8, 1)
+    assert best["output_tokens_per_s_per_chip"] >= one_group["output_tokens_per_s_per_chip"]
+    pinned = estimate("llama-2-70b", "h200-sxm", 2, "fp8", 700, 290)
+    two = json.loads(CliRunner().invoke(_app(), [*args, "--tp", "2"]).output)
+    assert (two["tp"], two["replicas"]) == (2, 4)
+    assert two["output_tokens_per_s_per_chip"] == pytest.approx(pinned.output_tokens_per_s_per_chip)
+    assert two["decode_tokens_per_s"] == pytest.approx(4 * pinned.decode_tokens_per_s)
+    bad = CliRunner().invoke(_app(), [*args, "--tp", "3"])
+    assert isinstance(bad.exception, PhysicsError) and "divide" in str(bad.exception)

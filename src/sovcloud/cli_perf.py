@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .errors import PhysicsError
-from .perf import SCENARIOS, PerfResult, estimate
+from .perf import SCENARIOS, PerfResult, best_split, estimate
 
 __all__ = ["perf_command", "render_table"]
 
@@ -30,7 +31,7 @@ def _fmt(value: object) -> str:
 
 def render_table(result: PerfResult) -> Table:
     """A two-column rich table of ``result``."""
-    title = f"{result.model} on {result.chips} x {result.chip} ({result.precision})"
+    title = f"{result.model} on {result.chips} x {result.chip} ({result.precision}, TP{result.tp} x {result.replicas})"
     table = Table(title=title, show_header=True)
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -57,7 +58,9 @@ def render_table(result: PerfResult) -> Table:
 def perf_command(
     model: str = typer.Option(..., "--model", help="model id, e.g. llama-3.1-70b"),
     chip: str = typer.Option(..., "--chip", help="accelerator id, e.g. h100-sxm"),
-    chips: int = typer.Option(1, "--chips", help="chips in the tensor-parallel group"),
+    chips: int = typer.Option(1, "--chips", help="chips serving the model (split into TP groups x replicas)"),
+    tp: int | None = typer.Option(None, "--tp", help="tensor-parallel degree (must divide --chips); default: the "
+                                  "degree with the most goodput per chip"),
     precision: str = typer.Option("bf16", "--precision", help="bf16, fp16, fp8, fp4 or int8"),
     input_tokens: int = typer.Option(..., "--input", help="input (prompt) tokens per request"),
     output_tokens: int = typer.Option(..., "--output", help="output tokens per request"),
@@ -76,7 +79,16 @@ def perf_command(
             raise PhysicsError(f"unknown scenario '{scenario}'; use one of {', '.join(SCENARIOS)}")
         ttft_slo = ttft if ttft is not None else named[0]
         tpot_slo = tpot if tpot is not None else named[1]
-    result = estimate(model, chip, chips, precision, input_tokens, output_tokens, ttft_slo, tpot_slo)
+    if tp is None:
+        result = best_split(model, chip, chips, precision, input_tokens, output_tokens, ttft_slo, tpot_slo)
+    else:
+        if tp < 1 or chips < 1 or chips % tp:
+            raise PhysicsError(f"--tp {tp} must be >= 1 and divide --chips {chips}; e.g. --chips 8 --tp 2 "
+                               "(4 replicas), or leave --tp out to choose the best degree")
+        one = estimate(model, chip, tp, precision, input_tokens, output_tokens, ttft_slo, tpot_slo)
+        k = chips // tp
+        result = replace(one, chips=chips, replicas=k, prefill_tokens_per_s=one.prefill_tokens_per_s * k,
+                         decode_tokens_per_s=one.decode_tokens_per_s * k)
     if json_out:
         typer.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
