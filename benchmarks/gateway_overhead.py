@@ -3,8 +3,8 @@
 Processes (each its own): the emulator in fixed-latency mode (50 ms per answer; a stream is 20 one-token
 events 5 ms apart, like the reference mock of the anchors), a minimal pass-through (Starlette + aiohttp client
 + uvloop, no features: the floor on this machine, run in the same session), the sovcloud gateway (uvloop, one
-worker, SQLite ledger, one tenant with a 10^12-token grant, request
-logs on), LiteLLM's proxy (master key, no database, one worker) when ``--litellm`` names its executable, and
+worker, SQLite ledger, ``--metering`` leased (default) or strict, one tenant with a 10^12-token grant,
+request logs on), LiteLLM's proxy (master key, no database, one worker) when ``--litellm`` names its executable, and
 the load generator (aiohttp, this script with ``--loadgen``). For each concurrency and mode it runs
 ``--warmup`` then ``--requests`` requests per target (``--litellm-requests`` for LiteLLM, which is slow) and
 prints req/s, added p50/p99 latency (vs direct), added time to first chunk for streams and the server's CPU ms
@@ -160,7 +160,7 @@ def run_load(url: str, key: str | None, conc: int, total: int, warmup: int, stre
 
 # ---- the servers ------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def servers(work: Path, litellm: str | None, overlap: bool = False
+def servers(work: Path, litellm: str | None, overlap: bool = False, metering: str = "leased"
             ) -> Iterator[dict[str, tuple[str, str | None, int | None]]]:
     from sovcloud.emulator import write_fixed_plan
     from sovcloud.ledger import Ledger
@@ -172,6 +172,7 @@ def servers(work: Path, litellm: str | None, overlap: bool = False
     Ledger.open(ledger).grant("bench", 10**12, None)
     ep, gp = free_port(), free_port()
     (work / "gw.yaml").write_text(json.dumps({"plan": str(plan), "ledger": ledger, "overlap_reservation": overlap,
+                                              "metering": {"mode": metering},
                                               "upstreams": {"default_url": f"http://127.0.0.1:{ep}/{{backend}}/v1"}}))
     procs: list[subprocess.Popen[bytes]] = []
     logs = [open(work / f"{n}.log", "wb") for n in ("emulator", "gateway", "litellm", "pass")]  # noqa: SIM115
@@ -234,6 +235,9 @@ def main() -> None:
     ap.add_argument("--concurrency", default="16,64,256")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--overlap", action="store_true", help="sovcloud with overlap_reservation: true")
+    ap.add_argument("--metering", choices=("leased", "strict"), default="leased",
+                    help="sovcloud's metering mode (leased: in memory + journal, database behind; strict: a "
+                         "database commit per reservation and settlement)")
     ap.add_argument("--only", default="", help="comma-separated targets to measure (default: all)")
     ap.add_argument("--modes", default="plain,stream", help="plain, stream or both")
     ap.add_argument("--loadgen", help=argparse.SUPPRESS)
@@ -253,7 +257,7 @@ def main() -> None:
         print("note: no --litellm given; measuring direct and sovcloud only.")
     rows = []
     only = {t for t in a.only.split(",") if t} | {"direct"}
-    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp), litellm, a.overlap) as targets:
+    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp), litellm, a.overlap, a.metering) as targets:
         for conc in (int(c) for c in a.concurrency.split(",")):
             for stream in [m == "stream" for m in a.modes.split(",")]:
                 base: dict[str, object] | None = None

@@ -155,6 +155,8 @@ class FakeTenants:
 class FakeLedger:
     """Always reserves; remembers what was settled and released."""
 
+    premark = True
+
     def __init__(self) -> None:
         self.settled: list[tuple[str, int, int]] = []
         self.released: list[str] = []

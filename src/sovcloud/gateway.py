@@ -63,6 +63,10 @@ class TenantLookup(Protocol):
 
 
 class Metering(Protocol):
+    # True when a progress mark costs a database commit: the first block is then marked right after the
+    # reservation, while the upstream prefills, so the first token does not wait for it
+    premark: bool
+
     async def reserve(self, tenant: Tenant, request_id: str, model: str, prompt_tokens: int,
                       max_tokens: int) -> Reservation: ...
 
@@ -279,7 +283,7 @@ class Gateway:
         the first token then charges at most one block (the ledger's bound: delivered <= charge <= delivered + B)."""
         req = call.req
         res = await self.parts.ledger.reserve(call.tenant, call.rid, req.model, req.prompt_tokens, req.max_tokens)
-        if req.stream and req.max_tokens > 0:
+        if req.stream and req.max_tokens > 0 and self.parts.ledger.premark:
             asyncio.ensure_future(self.parts.ledger.progress(res, 1)).add_done_callback(_retrieve)
         return res
 

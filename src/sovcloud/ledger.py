@@ -83,6 +83,8 @@ def _to_epoch(when: datetime) -> float:
 class Ledger:
     """Reservations, settlements, grants and credits of every tenant (see the module docstring)."""
 
+    premark = True  # a progress mark is a commit: the gateway marks the first block while the upstream prefills
+
     def __init__(self, db: LedgerDB, *, instance_id: str | None = None, progress_block: int = 32,
                  max_batch: int = 512) -> None:
         if progress_block < 1 or max_batch < 1:

@@ -2,11 +2,15 @@
 
 A gateway instance that admits requests against its leases (:mod:`sovcloud.ledgerlease`) records each
 step here before acting on it: the reservation (``R``), each progress mark of a stream (``P``), the
-settlement (``S``) or the release (``X``). A record is one JSON line appended with a single ``write()``
-on an ``O_APPEND`` descriptor (a few microseconds): once the call returns the line is in the operating
-system's page cache, so it survives ``kill -9`` of the process, like a commit of the SQLite ledger in
-its default ``synchronous=NORMAL``. With ``fsync=True`` every record is also ``fdatasync``-ed, which
-survives an OS crash or power loss at the cost of a disk flush per record.
+settlement (``S``) or the release (``X``). A record is one JSON line copied into a segment file mapped
+into memory (``mmap``, ``MAP_SHARED``): the copy is the write, with no system call, so the event loop
+never gives up the GIL for it (a ``write()`` did, and then waited for the ledger's writer thread: 20 us
+per record under load instead of 1). The mapped pages belong to the operating system's page cache, so a
+record survives ``kill -9`` of the process, like a commit of the SQLite ledger in its default
+``synchronous=NORMAL``. With ``fsync=True`` every record is also ``msync``-ed, which survives an OS crash
+or power loss at the cost of a disk flush per record. A segment is a file of ``segment_bytes``, allocated
+when it is started (a full disk fails there, with a LedgerError, rather than in a copy); unused space reads
+as zero bytes, where reading stops.
 
 The database is written behind (charges in batches); a record is *outstanding* until the database holds
 its request's outcome. The journal is cut into segments; segments are deleted oldest first, and only
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,13 +45,13 @@ class Journal:
     """Append-only JSON-lines journal in ``directory`` (see the module docstring)."""
 
     def __init__(self, directory: Path, *, segment_bytes: int = 16 << 20, fsync: bool = False) -> None:
-        if segment_bytes < 1024:
-            raise ValueError(f"segment_bytes must be >= 1024 (got {segment_bytes})")
+        if segment_bytes < mmap.PAGESIZE:
+            raise ValueError(f"segment_bytes must be >= {mmap.PAGESIZE} (got {segment_bytes})")
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self._lock_fd = -1
-        self._fd = -1
+        self._map: mmap.mmap | None = None
         self._seg = 0  # current segment number
         self._size = 0
         self._outstanding: dict[int, int] = {}  # segment -> outstanding records
@@ -74,9 +79,7 @@ class Journal:
 
     def close(self) -> None:
         """Close the current segment (deleted when nothing in any segment is outstanding) and unlock."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._close_segment()
         if not any(self._outstanding.values()) and not self._old:
             for seg in list(self._outstanding):
                 self._unlink(seg)
@@ -97,11 +100,23 @@ class Journal:
 
     def _start_segment(self) -> None:
         try:
-            self._fd = os.open(self._path(self._seg), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        except OSError as exc:
+            fd = os.open(self._path(self._seg), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.segment_bytes)  # blocks now: a full disk fails here, not in a write
+                self._map = mmap.mmap(fd, self.segment_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as exc:
             raise LedgerError(f"cannot write the ledger journal {self.directory}: {exc}") from exc
         self._size = 0
         self._outstanding[self._seg] = 0
+
+    def _close_segment(self) -> None:
+        if self._map is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._map.flush()
+            self._map.close()
+            self._map = None
 
     def _unlink(self, seg: int) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -111,23 +126,27 @@ class Journal:
     def append(self, record: dict[str, Any]) -> int:
         """Write ``record`` as one line; returns its segment, outstanding until :meth:`done` is called for
         it. Raises LedgerError when the write fails (then nothing may be delivered for it)."""
-        if self._fd < 0:
-            raise LedgerError("the ledger journal is not open")
         line = orjson.dumps(record) + b"\n"
-        try:
-            os.write(self._fd, line)
-            if self.fsync:
-                os.fdatasync(self._fd)
-        except OSError as exc:
-            raise LedgerError(f"cannot write the ledger journal {self.directory}: {exc}") from exc
-        seg = self._seg
-        self._outstanding[seg] += 1
-        self._size += len(line)
-        if self._size >= self.segment_bytes:
-            os.close(self._fd)
-            self._fd = -1
+        n = len(line)
+        if self._size + n > self.segment_bytes:  # this segment is full: the next one
+            if n > self.segment_bytes:
+                raise LedgerError(f"journal record of {n} bytes exceeds the segment size {self.segment_bytes}")
+            self._close_segment()
             self._seg += 1
             self._start_segment()
+        m = self._map
+        if m is None:
+            raise LedgerError("the ledger journal is not open")
+        start = self._size
+        m[start:start + n] = line
+        if self.fsync:
+            try:
+                m.flush(start - start % mmap.PAGESIZE, n + start % mmap.PAGESIZE)
+            except OSError as exc:
+                raise LedgerError(f"cannot write the ledger journal {self.directory}: {exc}") from exc
+        self._size = start + n
+        seg = self._seg
+        self._outstanding[seg] += 1
         return seg
 
     def done(self, segments: list[int]) -> None:
@@ -154,7 +173,8 @@ class Journal:
         """Every record the segments of a previous run hold, oldest first (a torn last line is skipped)."""
         for seg in self._old:
             data = self._path(seg).read_bytes()
-            for line in data.split(b"\n"):
+            end = data.find(b"\x00")
+            for line in (data if end < 0 else data[:end]).split(b"\n"):
                 if not line:
                     continue
                 try:

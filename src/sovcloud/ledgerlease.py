@@ -173,6 +173,8 @@ class LeasedLedger:
     """The gateway's metering (the :class:`~sovcloud.gateway.Metering` protocol) over leases, a journal and
     a :class:`~sovcloud.ledger.Ledger` written behind (see the module docstring)."""
 
+    premark = False  # a progress mark is a journal line: no need to mark ahead of delivery
+
     def __init__(self, ledger: Ledger, journal: Journal, options: LeaseOptions | None = None) -> None:
         if not ledger.instance_id:
             raise ValueError("a leased ledger needs the ledger's instance_id (its leases and recovery are its own)")
