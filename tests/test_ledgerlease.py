@@ -160,6 +160,7 @@ def test_a_database_outage_delays_charges_but_loses_none(tmp_path: Path) -> None
         led.ledger.submit = broken  # type: ignore[method-assign,assignment]
         for r in rs:
             await led.settle(r, 10, 5)
+        await asyncio.sleep(0.2)  # the write-behind interval passes: the charges are tried, and fail
         assert calls["n"] == 5 and led.journal.outstanding > 0
         led.ledger.submit = real  # type: ignore[method-assign]
         await led.close()  # retries, then commits

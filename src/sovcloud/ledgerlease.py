@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -86,17 +87,20 @@ class LeaseOptions:
     """Lease sizes: ``tokens`` of grants and ``micro`` US$ of credit per lease (at most ``fraction`` of what
     is available, at least what the waiting request needs); a new lease is taken in the background when
     the pool falls below ``refill_below`` of what the last lease brought; an idle pool is returned after
-    ``idle_s``."""
+    ``idle_s``; charges go to the database together every ``write_behind_s``."""
 
     tokens: int = 1_000_000
     micro: int = 1_000_000
     fraction: float = 0.5
     idle_s: float = 5.0
     refill_below: float = 0.25
+    write_behind_s: float = 0.02
 
     def __post_init__(self) -> None:
-        if self.tokens < 1 or self.micro < 0 or not 0 < self.fraction <= 1 or self.idle_s <= 0:
-            raise ValueError(f"bad lease options {self}: tokens >= 1, micro >= 0, 0 < fraction <= 1, idle_s > 0")
+        if (self.tokens < 1 or self.micro < 0 or not 0 < self.fraction <= 1 or self.idle_s <= 0
+                or self.write_behind_s < 0):
+            raise ValueError(f"bad lease options {self}: tokens >= 1, micro >= 0, 0 < fraction <= 1, idle_s > 0, "
+                             "write_behind_s >= 0")
 
 
 @dataclass
@@ -190,6 +194,8 @@ class LeasedLedger:
         self._settled: OrderedDict[str, Settlement] = OrderedDict()
         self._retry: list[tuple[Op, list[int], _Pool | None]] = []
         self._inflight: set[asyncio.Future[Any]] = set()
+        self._queued: list[tuple[Op, list[int], _Pool | None]] = []
+        self._drain_at: asyncio.TimerHandle | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -454,15 +460,27 @@ class LeasedLedger:
 
     # ---- write-behind --------------------------------------------------------------------------------
     def _flush(self, op: Op, segs: list[int], pool: _Pool | None) -> None:
+        """Queue ``op`` for the database; queued operations go to the writer together every ``write_behind_s``
+        (one transaction for many charges instead of one each; the journal already holds them)."""
         if pool is not None:
             pool.unflushed += 1
-        try:
-            fut = self.ledger.submit(op)
-        except LedgerError:
-            self._retry.append((op, segs, pool))
-            return
-        self._inflight.add(fut)
-        fut.add_done_callback(lambda f: self._flushed(f, op, segs, pool))
+        self._queued.append((op, segs, pool))
+        if self._drain_at is None:
+            self._drain_at = asyncio.get_running_loop().call_later(self.options.write_behind_s, self._drain)
+
+    def _drain(self) -> None:
+        if self._drain_at is not None:
+            self._drain_at.cancel()
+            self._drain_at = None
+        queued, self._queued = self._queued, []
+        for op, segs, pool in queued:
+            try:
+                fut = self.ledger.submit(op)
+            except LedgerError:
+                self._retry.append((op, segs, pool))
+                continue
+            self._inflight.add(fut)
+            fut.add_done_callback(functools.partial(self._flushed, op=op, segs=segs, pool=pool))
 
     def _flushed(self, fut: asyncio.Future[Any], op: Op, segs: list[int], pool: _Pool | None) -> None:
         self._inflight.discard(fut)
@@ -479,12 +497,11 @@ class LeasedLedger:
             self.stats.charges += 1
 
     def _resubmit(self) -> None:
+        """Send what is queued now, with the operations that failed before."""
         retry, self._retry = self._retry, []
-        for op, segs, pool in retry:
-            self.stats.retries += 1
-            if pool is not None:
-                pool.unflushed -= 1
-            self._flush(op, segs, pool)
+        self.stats.retries += len(retry)
+        self._queued.extend(retry)
+        self._drain()
 
     # ---- reading and admin (the database; leased balance counts as reserved) --------------------------
     def balance(self, tenant_id: str) -> Any:
