@@ -5,8 +5,8 @@ so ``1 US$/Mtok = 1 micro-dollar/token = 10^6 pico-dollars/token`` and no float 
 
 * each grant ``g``: ``granted_g = available_g + reserved_g + spent_g`` (tokens);
 * each tenant's credit: ``credited = available + reserved + spent`` (micro-dollars);
-* ``reserved_g`` = sum of the grant parts of the tenant's *pending* reservations on ``g`` and
-  ``spent_g`` = sum of the charged parts of its *settled* reservations; likewise for credits;
+* ``reserved_g`` = sum of the grant parts of the tenant's *pending* reservations and *open* leases on ``g``
+  and ``spent_g`` = sum of the charged parts of its *settled* reservations; likewise for credits;
 * the journal (``ledger_entries``) sums to ``granted`` and ``credited``. :func:`audit` checks all of it.
 
 Every operation moves amounts between the columns of one equation, never in or out of it, so the
@@ -19,6 +19,12 @@ expiry first, then oldest), the remainder by credits at the model's price (promp
 price, then ``max_tokens`` at the output price; grants cover prompt tokens first). Settle: the actual
 tokens use the reservation's grant parts first, then its credit; the unused rest returns to
 ``available`` (tokens to the grant they came from, even if it has expired since).
+
+Leases (:mod:`sovcloud.ledgerlease`): ``lease`` moves grant tokens and credit from ``available`` to
+``reserved`` on a lease row of one gateway instance; ``charge`` records a request that instance settled
+in memory (its used tokens and money move from the instance's leases to ``spent``, its settled row is
+inserted); ``close`` returns what a lease still holds to ``available``. The pure rules :func:`hold` (cover a
+worst case) and :func:`split` (charge a usage to a reservation's parts) are the same in memory and here.
 
 Concurrency: a batch locks the account rows of its tenants (PostgreSQL ``FOR UPDATE`` in tenant
 order; SQLite ``BEGIN IMMEDIATE``), then reads grants and reservations, decides in Python and writes
