@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -383,37 +384,40 @@ def test_random_sequences_always_balance(actions: list[tuple[object, ...]]) -> N
 
 # ---- concurrency: 1,000 requests against a grant for 100 --------------------------------------------------
 
+async def admit_1000_against_100(led: Any, db: Ledger, rng: random.Random) -> None:
+    """1,000 requests of each of two tenants at once, each tenant's balance covering exactly 100 worst cases:
+    exactly 100 each are admitted, the rest refused; settled at random usage, the ledger balances to the token.
+    ``led`` is the metering under test (strict :class:`Ledger` or the leased one), ``db`` its database."""
+    db.grant("free", 100 * 150, None)
+    db.credit("pay", 100 * 150 * 20 / 1e6)  # the "*" price: 20 US$ per Mtok output; worst case 150 tokens
+    await led.start()
+    results = await asyncio.gather(
+        *(led.reserve(FREE, f"q{i}", "m", 50, 100) for i in range(1000)),
+        *(led.reserve(PAYING, f"p{i}", "mx", 0, 150) for i in range(1000)),
+        return_exceptions=True)
+    free = [r for r in results[:1000] if isinstance(r, Reservation)]
+    paid = [r for r in results[1000:] if isinstance(r, Reservation)]
+    assert len(free) == 100 and len(paid) == 100
+    assert all(isinstance(r, InsufficientFunds) for r in results if not isinstance(r, Reservation))
+    used = {r.id: rng.randint(0, 100) for r in free + paid}
+    settled = await asyncio.gather(*(led.settle(r, r.prompt_tokens, used[r.id]) for r in free + paid))
+    await led.close()
+    bf, bp = db.balance("free"), db.balance("pay")
+    spent = sum(50 + used[r.id] for r in free)
+    assert (bf.spent_tokens, bf.grant_tokens, bf.reserved_tokens, bf.pending, bf.leases) == (spent, 15000 - spent,
+                                                                                            0, 0, 0)
+    assert bp.spent_micro == sum(used[r.id] * 20 for r in paid) == sum(s.credit_micro for s in settled)
+    assert bp.credit_micro == 300_000 - bp.spent_micro
+    audit = db.audit()
+    assert audit.ok, audit.problems
+    assert audit.settled == 200 and audit.pending == 0 and audit.leases == 0
+
+
 def test_thousand_concurrent_requests_against_a_grant_for_100(url: str) -> None:
     """Bound: a request is admitted only when its worst case (prompt + max_tokens) is reserved, so at most
     floor(grant / (prompt + max_tokens)) = 100 run at once; the ledger then balances to the token."""
-    rng = random.Random(5)
-
-    async def run() -> None:
-        led = Ledger.open(url, instance_id="gw")
-        led.grant("free", 100 * 150, None)
-        led.credit("pay", 100 * 150 * 20 / 1e6)  # the "*" price: 10/20 US$ per Mtok; worst case 100*2000+... micro
-        await led.start()
-        results = await asyncio.gather(
-            *(led.reserve(FREE, f"q{i}", "m", 50, 100) for i in range(1000)),
-            *(led.reserve(PAYING, f"p{i}", "mx", 0, 150) for i in range(1000)),
-            return_exceptions=True)
-        free = [r for r in results[:1000] if isinstance(r, Reservation)]
-        paid = [r for r in results[1000:] if isinstance(r, Reservation)]
-        assert len(free) == 100 and len(paid) == 100
-        assert all(isinstance(r, InsufficientFunds) for r in results if not isinstance(r, Reservation))
-        used = {r.id: rng.randint(0, 100) for r in free + paid}
-        settled = await asyncio.gather(*(led.settle(r, r.prompt_tokens, used[r.id]) for r in free + paid))
-        await led.close()
-        bf, bp = led.balance("free"), led.balance("pay")
-        spent = sum(50 + used[r.id] for r in free)
-        assert (bf.spent_tokens, bf.grant_tokens, bf.reserved_tokens, bf.pending) == (spent, 15000 - spent, 0, 0)
-        assert bp.spent_micro == sum(used[r.id] * 20 for r in paid) == sum(s.credit_micro for s in settled)
-        assert bp.credit_micro == 300_000 - bp.spent_micro
-        audit = led.audit()
-        assert audit.ok, audit.problems
-        assert audit.settled == 200 and audit.pending == 0
-
-    asyncio.run(run())
+    led = Ledger.open(url, instance_id="gw")
+    asyncio.run(admit_1000_against_100(led, led, random.Random(5)))
 
 
 def test_two_instances_sharing_postgresql_never_overspend(pg_url: str) -> None:

@@ -23,9 +23,7 @@ from sovcloud.ledger import Ledger, Reservation, Settlement
 from sovcloud.ledgerlease import LeasedLedger, LeaseOptions
 from sovcloud.tenants import ModelPrice, Tenant
 from test_gateway_util import pg_database
-
-FREE = Tenant("free", "Free", "de")  # no prices: grants only
-PAYING = Tenant("pay", "Paying", "fr", prices={"m1": ModelPrice(1.0, 2.0), "*": ModelPrice(10.0, 20.0)})
+from test_ledger import FREE, PAYING, admit_1000_against_100
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -79,34 +77,8 @@ def test_leases_admit_in_memory_and_balance_after_close(url: str, tmp_path: Path
 
 def test_thousand_concurrent_requests_against_a_grant_for_100(url: str, tmp_path: Path) -> None:
     """Leases are carved out of the balance, so admission keeps the strict bound: exactly 100 fit."""
-    rng = random.Random(7)
-
-    async def run() -> None:
-        led = _open(url, tmp_path)
-        led.ledger.grant("free", 100 * 150, None)
-        led.ledger.credit("pay", 100 * 150 * 20 / 1e6)
-        await led.start()
-        results = await asyncio.gather(
-            *(led.reserve(FREE, f"q{i}", "m", 50, 100) for i in range(1000)),
-            *(led.reserve(PAYING, f"p{i}", "mx", 0, 150) for i in range(1000)),
-            return_exceptions=True)
-        free = [r for r in results[:1000] if isinstance(r, Reservation)]
-        paid = [r for r in results[1000:] if isinstance(r, Reservation)]
-        assert len(free) == 100 and len(paid) == 100
-        assert all(isinstance(r, InsufficientFunds) for r in results if not isinstance(r, Reservation))
-        used = {r.id: rng.randint(0, 100) for r in free + paid}
-        settled = await asyncio.gather(*(led.settle(r, r.prompt_tokens, used[r.id]) for r in free + paid))
-        await led.close()
-        bf, bp = led.balance("free"), led.balance("pay")
-        spent = sum(50 + used[r.id] for r in free)
-        assert (bf.spent_tokens, bf.grant_tokens, bf.reserved_tokens, bf.leases) == (spent, 15000 - spent, 0, 0)
-        assert bp.spent_micro == sum(used[r.id] * 20 for r in paid) == sum(s.credit_micro for s in settled)
-        assert bp.credit_micro == 300_000 - bp.spent_micro
-        audit = led.audit()
-        assert audit.ok, audit.problems
-        assert audit.settled == 200 and audit.pending == 0
-
-    asyncio.run(run())
+    led = _open(url, tmp_path)
+    asyncio.run(admit_1000_against_100(led, led.ledger, random.Random(7)))
 
 
 def test_two_instances_sharing_postgresql_never_overspend(tmp_path: Path) -> None:

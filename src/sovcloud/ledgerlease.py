@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InsufficientFunds, LedgerError
-from .ledger import Ledger, check_tokens, tenant_prices
+from .ledger import AuditResult, Balance, Ledger, check_tokens, tenant_prices
 from .ledgerbook import (
     Charge,
     LeaseAsk,
@@ -504,10 +504,10 @@ class LeasedLedger:
         self._drain()
 
     # ---- reading and admin (the database; leased balance counts as reserved) --------------------------
-    def balance(self, tenant_id: str) -> Any:
+    def balance(self, tenant_id: str) -> Balance:
         return self.ledger.balance(tenant_id)
 
-    def audit(self, tenant_id: str | None = None) -> Any:
+    def audit(self, tenant_id: str | None = None) -> AuditResult:
         return self.ledger.audit(tenant_id)
 
 
