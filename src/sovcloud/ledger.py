@@ -236,16 +236,13 @@ class Ledger:
             else:
                 fut.set_result(res)
 
-    def _submit(self, op: Op) -> asyncio.Future[Any]:
+    def submit(self, op: Op) -> asyncio.Future[Any]:
+        """Queue ``op`` for the writer; the future resolves once its transaction committed (or failed)."""
         if self._thread is None or self._loop is None or self._closing:
             raise LedgerError("the ledger writer is not running; call `await ledger.start()` first")
         op.future = fut = self._loop.create_future()
         self._queue.put(op)
         return fut
-
-    def submit(self, op: Op) -> asyncio.Future[Any]:
-        """Queue ``op`` for the writer; the future resolves once its transaction committed (or failed)."""
-        return self._submit(op)
 
     def new_id(self) -> str:
         """A new reservation id: time first (inserts append to the B-tree), then 64 random bits drawn once
@@ -279,7 +276,7 @@ class Ledger:
         pin, pout = tenant_prices(tenant, model)
         op = Op("reserve", self.new_id(), tenant.id, prompt_tokens, max_tokens, model, request_id, pin, pout,
                 self.instance_id or "")
-        res: Reservation = await self._submit(op)
+        res: Reservation = await self.submit(op)
         return res
 
     async def progress(self, reservation: Reservation, completion_tokens: int) -> None:
@@ -295,7 +292,7 @@ class Ledger:
             await asyncio.shield(mark.future)
             return
         target = max(completion_tokens, min(reservation.max_tokens, completion_tokens + self.progress_block - 1))
-        fut = self._submit(Op("progress", reservation.id, reservation.tenant_id, target))
+        fut = self.submit(Op("progress", reservation.id, reservation.tenant_id, target))
         mark.pending, mark.future = target, fut
         await asyncio.shield(fut)
 
@@ -303,14 +300,14 @@ class Ledger:
         """Charge the actual usage and release the rest; a second settle returns the first."""
         if prompt_tokens < 0 or completion_tokens < 0:
             raise ValueError(f"token counts must be >= 0 (got {prompt_tokens}, {completion_tokens})")
-        fut = self._submit(Op("settle", reservation.id, reservation.tenant_id, prompt_tokens, completion_tokens))
+        fut = self.submit(Op("settle", reservation.id, reservation.tenant_id, prompt_tokens, completion_tokens))
         self._marks.pop(reservation.id, None)
         res: Settlement = await fut
         return res
 
     async def release(self, reservation: Reservation) -> None:
         """Return the whole reservation: nothing was delivered (no charge). No-op once settled."""
-        fut = self._submit(Op("release", reservation.id, reservation.tenant_id))
+        fut = self.submit(Op("release", reservation.id, reservation.tenant_id))
         self._marks.pop(reservation.id, None)
         await fut
 
