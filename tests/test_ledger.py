@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import random
@@ -494,29 +495,34 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_kill_9_mid_stream_then_recover(url: str, tmp_path: Path) -> None:
-    import json
-
-    Ledger.open(url).grant("t1", 1500, None)
-    script = tmp_path / "child.py"
-    script.write_text(CHILD, encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def stream_until_killed(script: Path, *args: str) -> tuple[dict[str, str], int]:
+    """Run ``script`` (it prints its reservation ids as JSON, then one line per token it forwards), SIGKILL
+    it after a random 20-60 tokens; returns the ids and the last token it reported forwarded."""
+    proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    delivered = 0
     try:
         assert proc.stdout is not None
         ids = json.loads(proc.stdout.readline() or "{}")
         assert ids, proc.stderr.read() if proc.stderr else ""
         target = random.Random().randint(20, 60)
-        delivered = 0
         while delivered < target:
             delivered = int(proc.stdout.readline())
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     rest = proc.stdout.read().split() if proc.stdout else []
-    delivered = int(rest[-1]) if rest else delivered
-    proc.stdout.close() if proc.stdout else None
-    proc.stderr.close() if proc.stderr else None
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return ids, int(rest[-1]) if rest else delivered
+
+
+def test_kill_9_mid_stream_then_recover(url: str, tmp_path: Path) -> None:
+    Ledger.open(url).grant("t1", 1500, None)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD, encoding="utf-8")
+    ids, delivered = stream_until_killed(script, url)
 
     assert Ledger.open(url, instance_id="gw2").recover() == 0  # another instance's reservations are not its own
     led = Ledger.open(url, instance_id="gw1")

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +19,7 @@ from sovcloud.ledger import Ledger, Reservation, Settlement
 from sovcloud.ledgerlease import LeasedLedger, LeaseOptions
 from sovcloud.tenants import ModelPrice, Tenant
 from test_gateway_util import pg_database
-from test_ledger import FREE, PAYING, admit_1000_against_100
+from test_ledger import FREE, PAYING, admit_1000_against_100, stream_until_killed
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -179,24 +175,7 @@ def test_kill_9_then_recover_from_the_journal(url: str, tmp_path: Path) -> None:
     script = tmp_path / "child.py"
     script.write_text(CHILD, encoding="utf-8")
     journal = tmp_path / "journal"
-    proc = subprocess.Popen([sys.executable, str(script), url, str(journal)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    delivered = 0
-    try:
-        assert proc.stdout is not None
-        ids = json.loads(proc.stdout.readline() or "{}")
-        assert ids, proc.stderr.read() if proc.stderr else ""
-        target = random.Random().randint(20, 60)
-        while delivered < target:
-            delivered = int(proc.stdout.readline())
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    rest = proc.stdout.read().split() if proc.stdout else []
-    delivered = int(rest[-1]) if rest else delivered
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
+    ids, delivered = stream_until_killed(script, url, str(journal))
 
     before = Ledger.open(url).balance("t1")
     assert before.leases >= 1 and before.pending == 0  # the crash left its leases open
@@ -278,6 +257,5 @@ def test_random_sequences_balance_and_charge_like_the_strict_ledger(actions: lis
                 pico = rp * round(price.input_usd_per_mtok * 1e6) + (rest - rp) * round(price.output_usd_per_mtok * 1e6)
                 assert s.credit_micro == -(-pico // 1_000_000) and s.unbilled_tokens == 0
 
-    import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(run(Path(tmp)))
