@@ -5,10 +5,12 @@ events 5 ms apart, like the reference mock of the anchors), a minimal pass-throu
 + uvloop, no features: the floor on this machine, run in the same session), the sovcloud gateway (uvloop, one
 worker, SQLite ledger, ``--metering`` leased (default) or strict, one tenant with a 10^12-token grant,
 request logs on), LiteLLM's proxy (master key, no database, one worker) when ``--litellm`` names its executable, and
-the load generator (aiohttp, this script with ``--loadgen``). For each concurrency and mode it runs
-``--warmup`` then ``--requests`` requests per target (``--litellm-requests`` for LiteLLM, which is slow) and
-prints req/s, added p50/p99 latency (vs direct), added time to first chunk for streams and the server's CPU ms
-per request (with its child processes, if any).
+the load generator (aiohttp, this script with ``--loadgen``). For each concurrency and mode it measures the
+targets in ``--rounds`` interleaved rounds (direct, pass-through, sovcloud, LiteLLM, then again), each round a
+fresh load generator with ``--warmup`` requests first, ``--requests`` per target in all (``--litellm-requests``
+for LiteLLM, which is slow); latencies are pooled over the rounds. It prints req/s, added p50/p99 latency (vs
+direct), added time to first chunk for streams, the server's CPU ms per request (with its child processes, if
+any) and each round's p99, which shows how much of a tail is the machine's noise.
 
     python benchmarks/gateway_overhead.py [--litellm /tmp/litellm-venv/bin/litellm] [--requests 3000]
 
@@ -28,8 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -66,6 +70,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Cores:
+    """Which CPUs each side runs on. ``pinned``: the emulator and the load generator share one half of the
+    machine's CPUs and the proxy under test (pass-through, sovcloud or LiteLLM) gets the other half, as a
+    gateway has its own cores in production; the proxy's added latency is then its own work, not its theft
+    of CPU from the load generator and the emulator. Unpinned: every process may run anywhere."""
+
+    load: frozenset[int] | None = None
+    proxy: frozenset[int] | None = None
+
+    @classmethod
+    def split(cls) -> Cores:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return cls()
+        half = len(cpus) // 2
+        return cls(frozenset(cpus[:half]), frozenset(cpus[half:]))
+
+    def on(self, cpus: frozenset[int] | None) -> Callable[[], None] | None:
+        """A ``preexec_fn`` that pins the child (and the threads it will start) to ``cpus``."""
+        if cpus is None:
+            return None
+        return lambda: os.sched_setaffinity(0, cpus)
+
+    def describe(self) -> str:
+        if self.load is None or self.proxy is None:
+            return "unpinned (every process on every CPU)"
+        return (f"pinned: emulator and load generator on CPU {sorted(self.load)}, the proxy under test on CPU "
+                f"{sorted(self.proxy)}")
 
 
 def wait_http(url: str, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -150,18 +185,21 @@ def loadgen_main(a: argparse.Namespace) -> None:
     sys.stdout.write(json.dumps(out))
 
 
-def run_load(url: str, key: str | None, conc: int, total: int, warmup: int, stream: bool) -> dict[str, object]:
+def run_load(url: str, key: str | None, conc: int, total: int, warmup: int, stream: bool,
+             cores: Cores = Cores()) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--loadgen", url, "--concurrency-one", str(conc), "--requests", str(total),
            "--warmup", str(warmup)] + (["--key", key] if key else []) + (["--stream"] if stream else [])
-    res = subprocess.run(cmd, capture_output=True, check=True, timeout=900)
-    data: dict[str, object] = json.loads(res.stdout)
+    res = subprocess.run(cmd, capture_output=True, timeout=900, preexec_fn=cores.on(cores.load))
+    if res.returncode != 0:
+        raise RuntimeError(f"the load generator failed on {url}:\n{res.stderr.decode()[-3000:]}")
+    data: dict[str, Any] = json.loads(res.stdout)
     return data
 
 
 # ---- the servers ------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def servers(work: Path, litellm: str | None, overlap: bool = False, metering: str = "leased"
-            ) -> Iterator[dict[str, tuple[str, str | None, int | None]]]:
+def servers(work: Path, litellm: str | None, overlap: bool = False, metering: str = "leased",
+            cores: Cores = Cores()) -> Iterator[dict[str, tuple[str, str | None, int | None]]]:
     from sovcloud.emulator import write_fixed_plan
     from sovcloud.ledger import Ledger
     from sovcloud.tenants import Tenant, TenantStore
@@ -179,18 +217,19 @@ def servers(work: Path, litellm: str | None, overlap: bool = False, metering: st
     try:
         cli = [sys.executable, "-m", "sovcloud.cli"]
         emu = subprocess.Popen(cli + ["emulate", "--plan", str(plan), "--port", str(ep), "--fixed-ms", "50",
-                                      "--chunks", "20", "--chunk-ms", "5"], stdout=logs[0], stderr=logs[0])
+                                      "--chunks", "20", "--chunk-ms", "5"], stdout=logs[0], stderr=logs[0],
+                               preexec_fn=cores.on(cores.load))
         procs.append(emu)
         direct = f"http://127.0.0.1:{ep}/{BACKEND}/v1"
         wait_http(direct + "/models", proc=emu)  # before the gateway starts, so its first health check passes
         gw = subprocess.Popen(cli + ["serve", "--config", str(work / "gw.yaml"), "--port", str(gp)],
-                              stdout=logs[1], stderr=logs[1])
+                              stdout=logs[1], stderr=logs[1], preexec_fn=cores.on(cores.proxy))
         procs.append(gw)
         wait_http(f"http://127.0.0.1:{gp}/health", proc=gw)
         pp = free_port()
         (work / "pass.py").write_text(PASS_THROUGH)
         pt = subprocess.Popen([sys.executable, str(work / "pass.py"), direct + "/chat/completions", str(pp)],
-                              stdout=logs[3], stderr=logs[3])
+                              stdout=logs[3], stderr=logs[3], preexec_fn=cores.on(cores.proxy))
         procs.append(pt)
         targets: dict[str, tuple[str, str | None, int | None]] = {
             "direct": (direct + "/chat/completions", None, emu.pid),
@@ -204,7 +243,8 @@ def servers(work: Path, litellm: str | None, overlap: bool = False, metering: st
                 "general_settings": {"master_key": master}}
             (work / "litellm.yaml").write_text(json.dumps(cfg))
             lt = subprocess.Popen([litellm, "--config", str(work / "litellm.yaml"), "--port", str(lp),
-                                   "--num_workers", "1"], stdout=logs[2], stderr=logs[2])
+                                   "--num_workers", "1"], stdout=logs[2], stderr=logs[2],
+                                  preexec_fn=cores.on(cores.proxy))
             procs.append(lt)
             wait_http(f"http://127.0.0.1:{lp}/health/liveliness", timeout=180, proc=lt)
             targets["litellm"] = (f"http://127.0.0.1:{lp}/v1/chat/completions", master, lt.pid)
@@ -226,6 +266,38 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.array(xs), q)) if xs else float("nan")
 
 
+def measure(targets: dict[str, tuple[str, str | None, int | None]], conc: int, stream: bool,
+            a: argparse.Namespace, cores: Cores) -> dict[str, dict[str, Any]]:
+    """Every target under one load, in ``a.rounds`` interleaved rounds (direct, pass-through, sovcloud, ...,
+    then again), so that a drift of the machine (another process, the emulator warming up) falls on every
+    target alike; each round is a fresh load-generator process with its own warm-up. Latencies are pooled
+    over the rounds; req/s is the pooled requests over the pooled wall time."""
+    acc: dict[str, dict[str, Any]] = {
+        n: {"lat_ms": [], "ttfc_ms": [], "errors": 0, "wall": 0.0, "cpu_s": 0.0, "sent": 0, "rounds": 0,
+            "round_p50": [], "round_p99": []} for n in targets}
+    for _ in range(a.rounds):
+        for name, (url, key, pid) in targets.items():
+            total = a.litellm_requests if name == "litellm" else a.requests
+            total = max(1, total // a.rounds)
+            warm = min(a.warmup, total // 10) if name == "litellm" else a.warmup
+            cpu0 = cpu_seconds(pid) if pid else 0.0
+            r = run_load(url, key, conc, total, warm, stream, cores)
+            x = acc[name]
+            x["cpu_s"] += cpu_seconds(pid) - cpu0 if pid else 0.0
+            x["sent"] += total + warm
+            x["lat_ms"] += r["lat_ms"]
+            x["ttfc_ms"] += r["ttfc_ms"]
+            x["errors"] += r["errors"]
+            x["wall"] += len(r["lat_ms"]) / r["rps"]
+            x["rounds"] += 1
+            x["round_p50"].append(round(pct(r["lat_ms"], 50), 2))
+            x["round_p99"].append(round(pct(r["lat_ms"], 99), 2))
+    for x in acc.values():
+        x["rps"] = len(x["lat_ms"]) / x["wall"]
+        x["cpu"] = x["cpu_s"] / x["sent"] * 1000 if x["sent"] else float("nan")
+    return acc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--litellm", help="path of LiteLLM's `litellm` executable (its own venv)")
@@ -233,6 +305,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--litellm-requests", type=int, default=1000, help="requests per LiteLLM run (it is slow)")
     ap.add_argument("--concurrency", default="16,64,256")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds per load; --requests is split over them (default 3)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="let every process run on every CPU (default: the proxy under test on half the CPUs, the "
+                         "emulator and the load generator on the other half)")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--overlap", action="store_true", help="sovcloud with overlap_reservation: true")
     ap.add_argument("--metering", choices=("leased", "strict"), default="leased",
@@ -257,41 +334,34 @@ def main() -> None:
         print("note: no --litellm given; measuring direct and sovcloud only.")
     rows = []
     only = {t for t in a.only.split(",") if t} | {"direct"}
-    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp), litellm, a.overlap, a.metering) as targets:
+    cores = Cores() if a.no_pin else Cores.split()
+    print(f"cores: {cores.describe()}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp), litellm, a.overlap, a.metering, cores) as targets:
+        chosen = {n: t for n, t in targets.items() if len(only) == 1 or n in only}
         for conc in (int(c) for c in a.concurrency.split(",")):
             for stream in [m == "stream" for m in a.modes.split(",")]:
-                base: dict[str, object] | None = None
-                for name, (url, key, pid) in targets.items():
-                    if len(only) > 1 and name not in only:
-                        continue
-                    total = a.litellm_requests if name == "litellm" else a.requests
-                    warm = min(a.warmup, total // 10) if name == "litellm" else a.warmup
-                    cpu0 = cpu_seconds(pid) if pid else 0.0
-                    r = run_load(url, key, conc, total, warm, stream)
-                    cpu = (cpu_seconds(pid) - cpu0) / (total + warm) * 1000 if pid else float("nan")
-                    lat, ttfc = r["lat_ms"], r["ttfc_ms"]
-                    assert isinstance(lat, list) and isinstance(ttfc, list)
-                    if base is None:
-                        base = r
-                    bl, bt = base["lat_ms"], base["ttfc_ms"]
-                    assert isinstance(bl, list) and isinstance(bt, list)
+                runs = measure(chosen, conc, stream, a, cores)
+                base = runs["direct"]
+                for name, r in runs.items():
+                    lat, ttfc, bl, bt = r["lat_ms"], r["ttfc_ms"], base["lat_ms"], base["ttfc_ms"]
                     row = {"target": name, "concurrency": conc, "stream": stream, "rps": r["rps"],
                            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
                            "added_p50_ms": pct(lat, 50) - pct(bl, 50), "added_p99_ms": pct(lat, 99) - pct(bl, 99),
                            "added_ttfc_p50_ms": pct(ttfc, 50) - pct(bt, 50) if stream else None,
-                           "cpu_ms_per_req": cpu, "errors": r["errors"]}
+                           "cpu_ms_per_req": r["cpu"], "errors": r["errors"], "rounds": r["rounds"],
+                           "round_p50_ms": r["round_p50"], "round_p99_ms": r["round_p99"]}
                     rows.append(row)
-                    print(json.dumps(row), flush=True)
+                    print(json.dumps({k: v for k, v in row.items() if k != "round_p50_ms"}), flush=True)
     print()
     print("| target | conc | mode | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | added TTFC p50 ms "
-          "| CPU ms/req | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU ms/req | errors | p99 ms by round |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ttfc = f"{r['added_ttfc_p50_ms']:+.1f}" if r["added_ttfc_p50_ms"] is not None else "-"
         added = (f"{r['added_p50_ms']:+.2f} | {r['added_p99_ms']:+.1f}" if r["target"] != "direct" else "- | -")
         print(f"| {r['target']} | {r['concurrency']} | {'stream' if r['stream'] else 'plain'} | {r['rps']:.0f} | "
               f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {added} | {ttfc if r['target'] != 'direct' else '-'} | "
-              f"{r['cpu_ms_per_req']:.2f} | {r['errors']} |")
+              f"{r['cpu_ms_per_req']:.2f} | {r['errors']} | {' / '.join(f'{x:.0f}' for x in r['round_p99_ms'])} |")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
 

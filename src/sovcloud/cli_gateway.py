@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def emulate(
     for bid in backends.ids:
         out_console.print(f"{bid}: {base}/{bid}/v1", markup=False, highlight=False)
     configure_json_logging(logging.INFO)
+    gc.collect()
+    gc.freeze()  # the scenario and plan objects stay out of the collector's reach: no long pauses under load
     uv = uvicorn.Config(emu.app(), host=host, port=port, loop="uvloop", lifespan="off", access_log=False,
                         log_config=None, backlog=4096)
     uvicorn.Server(uv).run()
