@@ -199,7 +199,8 @@ def run_load(url: str, key: str | None, conc: int, total: int, warmup: int, stre
 # ---- the servers ------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def servers(work: Path, litellm: str | None, overlap: bool = False, metering: str = "leased",
-            cores: Cores = Cores()) -> Iterator[dict[str, tuple[str, str | None, int | None]]]:
+            cores: Cores = Cores(), settings: dict[str, Any] | None = None
+            ) -> Iterator[dict[str, tuple[str, str | None, int | None]]]:
     from sovcloud.emulator import write_fixed_plan
     from sovcloud.ledger import Ledger
     from sovcloud.tenants import Tenant, TenantStore
@@ -209,9 +210,16 @@ def servers(work: Path, litellm: str | None, overlap: bool = False, metering: st
         key = store.add(Tenant("bench", "bench", "z-de"))
     Ledger.open(ledger).grant("bench", 10**12, None)
     ep, gp = free_port(), free_port()
-    (work / "gw.yaml").write_text(json.dumps({"plan": str(plan), "ledger": ledger, "overlap_reservation": overlap,
-                                              "metering": {"mode": metering},
-                                              "upstreams": {"default_url": f"http://127.0.0.1:{ep}/{{backend}}/v1"}}))
+    cfg: dict[str, Any] = {"plan": str(plan), "ledger": ledger, "overlap_reservation": overlap,
+                           "metering": {"mode": metering},
+                           "upstreams": {"default_url": f"http://127.0.0.1:{ep}/{{backend}}/v1"}}
+    for dotted, value in (settings or {}).items():  # --gw-set metering.write_behind_ms=100
+        *path, leaf = dotted.split(".")
+        node = cfg
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    (work / "gw.yaml").write_text(json.dumps(cfg))
     procs: list[subprocess.Popen[bytes]] = []
     logs = [open(work / f"{n}.log", "wb") for n in ("emulator", "gateway", "litellm", "pass")]  # noqa: SIM115
     try:
@@ -315,6 +323,8 @@ def main() -> None:
     ap.add_argument("--metering", choices=("leased", "strict"), default="leased",
                     help="sovcloud's metering mode (leased: in memory + journal, database behind; strict: a "
                          "database commit per reservation and settlement)")
+    ap.add_argument("--gw-set", action="append", default=[], metavar="KEY=JSON",
+                    help="a setting of sovcloud's config, e.g. metering.write_behind_ms=100 or log_requests=false")
     ap.add_argument("--only", default="", help="comma-separated targets to measure (default: all)")
     ap.add_argument("--modes", default="plain,stream", help="plain, stream or both")
     ap.add_argument("--loadgen", help=argparse.SUPPRESS)
@@ -335,8 +345,18 @@ def main() -> None:
     rows = []
     only = {t for t in a.only.split(",") if t} | {"direct"}
     cores = Cores() if a.no_pin else Cores.split()
+    settings: dict[str, Any] = {}
+    for item in a.gw_set:
+        k, sep, v = item.partition("=")
+        if not sep:
+            ap.error(f"--gw-set {item!r}: expected KEY=VALUE, e.g. log_requests=false")
+        try:
+            settings[k] = json.loads(v)
+        except json.JSONDecodeError:
+            settings[k] = v
     print(f"cores: {cores.describe()}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp), litellm, a.overlap, a.metering, cores) as targets:
+    with tempfile.TemporaryDirectory() as tmp, servers(Path(tmp), litellm, a.overlap, a.metering, cores,
+                                                             settings) as targets:
         chosen = {n: t for n, t in targets.items() if len(only) == 1 or n in only}
         for conc in (int(c) for c in a.concurrency.split(",")):
             for stream in [m == "stream" for m in a.modes.split(",")]:

@@ -58,7 +58,7 @@ def build_gateway(cfg: GatewayConfig, instance_id: str) -> tuple[Gateway, list[H
     if m.mode == "leased":
         journal = Path(m.journal) if m.journal else default_journal_dir(url, iid)
         opts = LeaseOptions(tokens=m.lease_tokens, micro=round(m.lease_usd * 1e6), fraction=m.lease_fraction,
-                            idle_s=m.lease_idle_s)
+                            idle_s=m.lease_idle_s, write_behind_s=m.write_behind_ms / 1000)
         ledger = LeasedLedger.open(url, iid, journal, options=opts, progress_block=cfg.progress_every_tokens,
                                    fsync=m.journal_fsync)
     else:

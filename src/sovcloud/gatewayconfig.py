@@ -109,6 +109,9 @@ class MeteringConfig(_Cfg):
     lease_fraction: float = Field(0.5, gt=0, le=1, description="a lease takes at most this share of what is "
                                   "available (the rest stays for other instances)")
     lease_idle_s: float = Field(5.0, gt=0, description="return a tenant's leases after this long without requests")
+    write_behind_ms: float = Field(20.0, ge=0, le=10_000, description="leased: settled charges go to the database "
+                                   "together this often (the journal holds them meanwhile); longer batches cost "
+                                   "less CPU per request, and balance reads lag by as much")
     journal: str | None = Field(None, description="this instance's journal folder; default: beside an SQLite "
                                 "ledger, else ~/.sovcloud/journal/<instance>")
     journal_fsync: bool = Field(False, description="fdatasync every journal record (survives an OS crash; slower)")
