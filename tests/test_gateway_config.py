@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 from sovcloud.errors import ConfigError
+from sovcloud.gatewayapp import build_gateway
 from sovcloud.gatewayconfig import load_gateway_config, resolve_targets, write_gateway_config
+from sovcloud.ledgerlease import LeasedLedger
+from test_gateway_util import tiny_plan
 
 IDS = ("de-fra/qwen3-8b/h100-sxm", "us-ash/qwen3-8b/h100-sxm")
 
@@ -71,3 +74,21 @@ def test_written_config_loads(tmp_path: Path) -> None:
     assert resolve_targets(cfg, IDS)[0].url == "http://127.0.0.1:8100/de-fra/qwen3-8b/h100-sxm/v1"
     with pytest.raises(ConfigError, match="cannot write"):
         write_gateway_config(tmp_path / "no" / "such" / "dir.yaml", tmp_path / "plan.json", "http://x/v1")
+
+
+def test_metering_settings_reach_the_leased_ledger(tmp_path: Path) -> None:
+    plan = tiny_plan(tmp_path)
+    text = (f"plan: {plan}\nledger: sqlite:///l.db\nupstreams: {{default_url: 'http://127.0.0.1:9/{{backend}}/v1'}}\n"
+            "metering:\n  write_behind_ms: 100\n  lease_idle_s: 7\n  lease_tokens: 5000\n")
+    gw, _, _ = build_gateway(load_gateway_config(_write(tmp_path, text)), "cfg-test")
+    led = gw.parts.ledger
+    assert isinstance(led, LeasedLedger)
+    try:
+        opts = led.options
+        assert (opts.write_behind_s, opts.idle_s, opts.tokens) == (0.1, 7.0, 5000)
+    finally:
+        led.journal.close()
+        gw.parts.tenants.close()  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"gw.yaml:3: metering.write_behind_ms: .*greater than or equal to 0 "
+                                          r"\(got -1\)"):
+        load_gateway_config(_write(tmp_path, "plan: p.json\nmetering:\n  write_behind_ms: -1\n"))
