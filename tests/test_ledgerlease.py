@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from hypothesis import strategies as st
 
 from sovcloud.errors import InsufficientFunds, LedgerError
 from sovcloud.ledger import Ledger, Reservation, Settlement
-from sovcloud.ledgerlease import LeasedLedger, LeaseOptions
+from sovcloud.ledgerlease import WRITER_NICE, LeasedLedger, LeaseOptions
 from sovcloud.tenants import ModelPrice, Tenant
 from test_gateway_util import pg_database
 from test_ledger import FREE, PAYING, admit_1000_against_100, stream_until_killed
@@ -259,3 +262,31 @@ def test_random_sequences_balance_and_charge_like_the_strict_ledger(actions: lis
 
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(run(Path(tmp)))
+
+
+def test_the_write_behind_thread_yields_the_cpu_to_the_event_loop(tmp_path: Path) -> None:
+    """Leased: nobody waits on the writer, so on Linux its thread runs 10 nice levels below the loop (a thread
+    attribute there); strict: requests wait on it, so it keeps the process's priority."""
+    def writer_nice() -> int:
+        (t,) = [t for t in threading.enumerate() if t.name == "sovcloud-ledger"]
+        assert t.native_id is not None
+        return os.getpriority(os.PRIO_PROCESS, t.native_id)
+
+    async def run() -> None:
+        base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        led = _open(f"sqlite:///{tmp_path / 'l.db'}", tmp_path)
+        await led.start()
+        try:
+            want = min(19, base + WRITER_NICE) if sys.platform == "linux" else base
+            assert writer_nice() == want
+            assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the loop is untouched
+        finally:
+            await led.close()
+        strict = Ledger.open(f"sqlite:///{tmp_path / 's.db'}")
+        await strict.start()
+        try:
+            assert writer_nice() == base
+        finally:
+            await strict.close()
+
+    asyncio.run(run())

@@ -36,6 +36,7 @@ import contextlib
 import itertools
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -86,13 +87,14 @@ class Ledger:
     premark = True  # a progress mark is a commit: the gateway marks the first block while the upstream prefills
 
     def __init__(self, db: LedgerDB, *, instance_id: str | None = None, progress_block: int = 32,
-                 max_batch: int = 512) -> None:
+                 max_batch: int = 512, writer_nice: int = 0) -> None:
         if progress_block < 1 or max_batch < 1:
             raise ValueError("progress_block and max_batch must be >= 1")
         self._db = db
         self.instance_id = instance_id
         self.progress_block = progress_block
         self._max_batch = max_batch
+        self._writer_nice = writer_nice
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,12 +107,15 @@ class Ledger:
 
     @classmethod
     def open(cls, url: str, *, instance_id: str | None = None, progress_block: int = 32,
-             max_batch: int = 512) -> Ledger:
+             max_batch: int = 512, writer_nice: int = 0) -> Ledger:
         """Open the ledger at ``url`` (creating its tables if absent). ``instance_id`` names this gateway
-        instance when several share one database (recovery then touches only its own reservations)."""
+        instance when several share one database (recovery then touches only its own reservations).
+        ``writer_nice`` > 0 lowers the writer thread's CPU priority by that much (Linux; for a writer nobody
+        waits on, such as the leased ledger's write-behind)."""
         db = LedgerDB.parse(url)
         db.create_schema(ledger_metadata, version_key="schema_version")
-        return cls(db, instance_id=instance_id, progress_block=progress_block, max_batch=max_batch)
+        return cls(db, instance_id=instance_id, progress_block=progress_block, max_batch=max_batch,
+                   writer_nice=writer_nice)
 
     @property
     def url(self) -> str:
@@ -148,6 +153,7 @@ class Ledger:
         loop = self._loop
         if loop is None:  # pragma: no cover - start() sets it
             return
+        _lower_priority(self._writer_nice)
         try:
             conn: Any = self._db.connect()
         except LedgerError as exc:
@@ -409,3 +415,13 @@ def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:
         fut.set_exception(value)
     else:
         fut.set_result(value)
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux, where it is per thread; elsewhere the same
+    call would change the whole process, so nothing is done). Raising it needs no privilege."""
+    if nice <= 0 or sys.platform != "linux":
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
