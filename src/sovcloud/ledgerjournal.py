@@ -112,9 +112,10 @@ class Journal:
         self._outstanding[self._seg] = 0
 
     def _close_segment(self) -> None:
+        """Unmap the current segment. No flush: its pages are the file's page cache, which a crashed process
+        cannot lose, and with ``fsync`` every record was flushed when written (a 16 MB flush here stalled
+        the event loop for 12 ms at every rotation)."""
         if self._map is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self._map.flush()
             self._map.close()
             self._map = None
 
