@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import statistics
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 import orjson
 
 from sovcloud.emulator import write_fixed_plan
-from sovcloud.gatewayapp import build_gateway, create_app
+from sovcloud.gatewayapp import build_gateway, create_app, quiet_gc
 from sovcloud.gatewayconfig import GatewayConfig, UpstreamTarget
 from sovcloud.ledger import Ledger
 from sovcloud.metrics import AccessLog
@@ -165,8 +164,7 @@ async def _measure(work: Path, metering: str, a: argparse.Namespace) -> list[dic
     life = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}}, lreceive, lsend))
     await started
     try:
-        gc.collect()
-        gc.freeze()
+        quiet_gc()  # as `sovcloud serve` does after start-up
         for stream in [m == "stream" for m in a.modes.split(",")]:
             await _drive(app, key, a.warmup, a.concurrency, stream)
             cpu, wall = [], []
