@@ -148,18 +148,22 @@ async def _load(url: str, key: str | None, conc: int, total: int, warmup: int, s
             nonlocal errors
             t0 = time.perf_counter()
             first = None
-            async with session.post(url, data=body, headers=headers) as resp:
-                if stream:
-                    async for _ in resp.content.iter_any():
-                        if first is None:
-                            first = time.perf_counter()
-                else:
-                    await resp.read()
-                ok = resp.status == 200
+            try:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    if stream:
+                        async for _ in resp.content.iter_any():
+                            if first is None:
+                                first = time.perf_counter()
+                    else:
+                        await resp.read()
+                    ok = resp.status == 200
+            except (TimeoutError, aiohttp.ClientError):  # counted, not fatal: the table shows errors
+                ok = False
             t1 = time.perf_counter()
             if record:
                 if not ok:
                     errors += 1
+                    return
                 lat.append(t1 - t0)
                 if first is not None:
                     ttfc.append(first - t0)
@@ -246,10 +250,10 @@ def servers(work: Path, litellm: str | None, overlap: bool = False, metering: st
         if litellm:
             lp = free_port()
             master = "sk-bench-" + os.urandom(16).hex()  # LiteLLM refuses to start without one; no database
-            cfg = {"model_list": [{"model_name": "qwen3-8b", "litellm_params": {
+            lcfg = {"model_list": [{"model_name": "qwen3-8b", "litellm_params": {
                 "model": "openai/qwen3-8b", "api_base": direct, "api_key": "none"}}],
                 "general_settings": {"master_key": master}}
-            (work / "litellm.yaml").write_text(json.dumps(cfg))
+            (work / "litellm.yaml").write_text(json.dumps(lcfg))
             lt = subprocess.Popen([litellm, "--config", str(work / "litellm.yaml"), "--port", str(lp),
                                    "--num_workers", "1"], stdout=logs[2], stderr=logs[2],
                                   preexec_fn=cores.on(cores.proxy))

@@ -190,7 +190,7 @@ def create_app(gw: Gateway, on_start: Sequence[Hook] = (), on_stop: Sequence[Hoo
     return GatewayApp(gw, rest)
 
 
-FULL_GC_EVERY = 100  # young-generation collections per full one (CPython's default: 10)
+FULL_GC_EVERY = 100  # middle-generation collections per full one (CPython's default: 10)
 
 
 def quiet_gc() -> None:
