@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvloop
 
 from sovcloud.emulator import write_fixed_plan
 from sovcloud.gatewayapp import build_gateway, create_app, quiet_gc
@@ -196,7 +197,6 @@ def main() -> None:
     ap.add_argument("--metering", default="leased,strict")
     ap.add_argument("--modes", default="plain,stream")
     a = ap.parse_args()
-    import uvloop
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for m in a.metering.split(","):
