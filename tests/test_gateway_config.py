@@ -10,6 +10,8 @@ from sovcloud.errors import ConfigError
 from sovcloud.gatewayapp import build_gateway
 from sovcloud.gatewayconfig import load_gateway_config, resolve_targets, write_gateway_config
 from sovcloud.ledgerlease import LeasedLedger
+from sovcloud.upstream import AiohttpUpstream
+from sovcloud.upstreamhttp import HttpUpstream
 from test_gateway_util import tiny_plan
 
 IDS = ("de-fra/qwen3-8b/h100-sxm", "us-ash/qwen3-8b/h100-sxm")
@@ -92,3 +94,19 @@ def test_metering_settings_reach_the_leased_ledger(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"gw.yaml:3: metering.write_behind_ms: .*greater than or equal to 0 "
                                           r"\(got -1\)"):
         load_gateway_config(_write(tmp_path, "plan: p.json\nmetering:\n  write_behind_ms: -1\n"))
+
+
+def test_the_upstream_client_is_chosen_by_config(tmp_path: Path) -> None:
+    plan = tiny_plan(tmp_path)
+    base = f"plan: {plan}\nledger: sqlite:///l.db\nupstreams:\n  default_url: 'http://127.0.0.1:9/{{backend}}/v1'\n"
+    for extra, kind in (("", HttpUpstream), ("  client: aiohttp\n", AiohttpUpstream)):
+        gw, _, _ = build_gateway(load_gateway_config(_write(tmp_path, base + extra)), "cfg-test")
+        try:
+            assert type(gw.parts.upstream) is kind
+        finally:
+            led = gw.parts.ledger
+            assert isinstance(led, LeasedLedger)
+            led.journal.close()
+            gw.parts.tenants.close()  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"gw.yaml:3: upstreams.client: .*'httptools' or 'aiohttp' \(got 'curl'\)"):
+        load_gateway_config(_write(tmp_path, "plan: p.json\nupstreams:\n  client: curl\n"))

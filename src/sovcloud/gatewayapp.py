@@ -1,10 +1,11 @@
 """The gateway as an ASGI app and a server: wiring a config to the plan, ledger, tenants and upstreams.
 
 :func:`build_gateway` turns a :class:`~sovcloud.gatewayconfig.GatewayConfig` into a
-:class:`~sovcloud.gateway.Gateway` (plan -> backends -> route table; ledger; tenant store; aiohttp
-upstream) plus start/stop hooks; :func:`create_app` makes the Starlette app whose lifespan runs them:
+:class:`~sovcloud.gateway.Gateway` (plan -> backends -> route table; ledger; tenant store; upstream
+client) plus start/stop hooks; :func:`create_app` makes the Starlette app whose lifespan runs them:
 start the ledger's writer, **recover** reservations a crashed run of this instance left pending (before
-any new request), probe every upstream once, then keep health checks and the tenant cache fresh in the
+any new request), probe every upstream once (through :class:`~sovcloud.upstreamhttp.HttpUpstream`, or aiohttp
+with ``upstreams.client: aiohttp``), then keep health checks and the tenant cache fresh in the
 background. :func:`serve` runs it under uvicorn with uvloop, and freezes the start-up objects out of the
 garbage collector's reach (``gc.freeze``) so collections stay short on the hot path.
 """
@@ -38,7 +39,8 @@ from .ledgerlease import LeasedLedger, LeaseOptions, default_journal_dir
 from .metrics import CONTENT_TYPE, configure_json_logging
 from .router import LoadState, RouteTable
 from .tenants import TenantStore
-from .upstream import AiohttpUpstream
+from .upstream import AiohttpUpstream, UpstreamClient
+from .upstreamhttp import HttpUpstream
 
 __all__ = ["GatewayApp", "Hook", "build_gateway", "create_app", "quiet_gc", "serve"]
 
@@ -69,8 +71,10 @@ def build_gateway(cfg: GatewayConfig, instance_id: str) -> tuple[Gateway, list[H
         if isinstance(ledger, LeasedLedger):
             ledger.journal.close()
         raise
+    upstream: UpstreamClient = (HttpUpstream(cfg.timeouts) if cfg.upstreams.client == "httptools"
+                                else AiohttpUpstream(cfg.timeouts))
     parts = GatewayParts(table=table, state=LoadState.initial(backends, cfg.routing.queue_factor), targets=targets,
-                         upstream=AiohttpUpstream(cfg.timeouts), tenants=tenants, ledger=ledger,
+                         upstream=upstream, tenants=tenants, ledger=ledger,
                          residency_rule=tuple(str(r) for r in world.ds.residency_rule.values),
                          tpot_s=backends.tpot_s(1.0))
     gw = Gateway(parts, cfg)

@@ -66,6 +66,9 @@ class UpstreamConfig(_Cfg):
 
 class UpstreamsConfig(_Cfg):
     default_url: str | None = Field(None, description="template with {backend}, {site}, {model}, {chip}")
+    client: Literal["httptools", "aiohttp"] = Field(
+        "httptools", description="HTTP client to the upstreams: httptools (lean keep-alive client, the default: "
+        "less CPU per request) or aiohttp (general-purpose)")
     backends: dict[str, UpstreamConfig] = Field(default_factory=dict)
 
 

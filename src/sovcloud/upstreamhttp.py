@@ -141,17 +141,24 @@ class _Response:
             await self.wait()
         return b"".join(self._chunks)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            while self._chunks:
-                data = self._chunks.popleft()
-                self._buffered -= len(data)
-                if self._buffered <= self._conn.max_buffer // 2:
-                    self._conn.resume()
-                yield data
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives. The response is its own iterator, not an async generator: a loop that
+        breaks off early leaves no generator behind for the event loop to finalize."""
+        return self
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._chunks:
             if self.complete:
-                return
+                raise StopAsyncIteration
             await self.wait()
+        data = self._chunks.popleft()
+        self._buffered -= len(data)
+        if self._buffered <= self._conn.max_buffer // 2:
+            self._conn.resume()
+        return data
 
     def close(self) -> None:
         """Stop: a response not read to its end takes its connection down with it."""
