@@ -169,6 +169,27 @@ def test_a_reused_connection_the_upstream_closed_is_replaced_without_an_error() 
     run(go())
 
 
+def test_interim_answers_are_skipped_for_the_final_one() -> None:
+    async def hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nContent-Type: text/html\r\nLink: </x>\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        return await _ok(reader, writer, req)
+
+    async def go() -> None:
+        async with scripted(hints) as (url, _, conns):
+            client = HttpUpstream(TimeoutsConfig(connect_s=1))
+            try:
+                for _ in range(2):
+                    r = await client.post(_target(url), "/x", b"{}", False)
+                    assert (r.status, r.content_type) == (200, "application/json")
+                    assert await r.read() == b'{"ok":true}'
+            finally:
+                await client.close()
+        assert conns == [1, 1]
+    run(go())
+
+
 def test_a_body_delimited_by_the_end_of_the_connection_is_complete() -> None:
     async def legacy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"old\":1}")
@@ -298,3 +319,32 @@ def test_against_the_emulator_and_probes() -> None:
             finally:
                 await client.close()
         run(go())
+
+
+def test_time_the_gateway_spends_not_reading_is_not_upstream_silence() -> None:
+    async def steady(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(8):
+            ev = b"data: %d\n\n" % i
+            writer.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+            await writer.drain()
+            await asyncio.sleep(0.3)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async def go() -> None:
+        async with scripted(steady) as (url, _, _c):
+            client = HttpUpstream(TimeoutsConfig(connect_s=1, idle_s=1))
+            try:
+                r = await client.post(_target(url), "/x", b"{}", True)
+                got = []
+                async for c in r.chunks():
+                    got.append(c)
+                    if len(got) == 1:
+                        await asyncio.sleep(1.5)  # a slow client: longer than idle_s, yet the upstream kept talking
+                assert b"".join(got) == b"".join(b"data: %d\n\n" % i for i in range(8))
+                assert r._timer is None  # the watchdog is gone with the response
+            finally:
+                await client.close()
+    run(go())

@@ -71,8 +71,8 @@ class _Origin:
 class _Response:
     """The answer on one connection: status and content type once the head is in, then the body."""
 
-    __slots__ = ("_buffered", "_chunks", "_conn", "_error", "_timeout", "_waiter", "chunked", "complete",
-                 "content_type", "got_bytes", "has_length", "status")
+    __slots__ = ("_buffered", "_chunks", "_conn", "_error", "_seen", "_timeout", "_timer", "_waiter", "chunked",
+                 "complete", "content_type", "got_bytes", "has_length", "status")
 
     def __init__(self, conn: _Connection, timeout: float) -> None:
         self._conn, self._timeout = conn, timeout
@@ -81,10 +81,14 @@ class _Response:
         self._buffered = 0
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        # the silence watchdog: one timer per response, not one per read (a stream has one read per event)
+        self._timer: asyncio.TimerHandle | None = None
+        self._seen = 0.0  # loop time of the last news, or of the start of the current wait if later
         self.complete = self.chunked = self.has_length = self.got_bytes = False
 
     # ---- fed by the connection ----
     def _wake(self) -> None:
+        self._seen = self._conn.loop.time()
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -112,6 +116,9 @@ class _Response:
             self.complete = True
         else:
             self._error = error
+        if self._timer is not None:
+            self._timer.cancel()  # also lets go of this response at once, not after the timeout
+            self._timer = None
         self._wake()
 
     # ---- read by the gateway ----
@@ -121,20 +128,29 @@ class _Response:
             raise self._error
         loop = self._conn.loop
         w = self._waiter = loop.create_future()
-        timer = loop.call_later(self._timeout, self._expire, w)
+        self._seen = max(self._seen, loop.time())  # time spent not reading (a paused upstream) is not silence
+        if self._timer is None:
+            self._timer = loop.call_at(self._seen + self._timeout, self._watch)
         try:
             await w
         finally:
-            timer.cancel()
             self._waiter = None
         if self._error is not None:
             raise self._error
 
-    def _expire(self, w: asyncio.Future[None]) -> None:
-        if not w.done():
-            self._error = UpstreamError(f"no data from the upstream for {self._timeout:g} s")
-            self._conn.abort()
-            w.set_result(None)
+    def _watch(self) -> None:
+        """The watchdog: fail the response after ``timeout`` of silence during a wait, else look again later."""
+        self._timer = None
+        w = self._waiter
+        if w is None or w.done() or self.complete or self._error is not None:
+            return  # nobody waiting: the next wait arms it again
+        loop = self._conn.loop
+        if loop.time() - self._seen < self._timeout:
+            self._timer = loop.call_at(self._seen + self._timeout, self._watch)
+            return
+        self._error = UpstreamError(f"no data from the upstream for {self._timeout:g} s")
+        self._conn.abort()
+        w.set_result(None)
 
     async def read(self) -> bytes:
         while not self.complete:
@@ -179,7 +195,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.response: _Response | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._paused = False
+        self._paused = self._interim = False
 
     # ---- asyncio.Protocol ----
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -215,15 +231,25 @@ class _Connection(asyncio.Protocol):
             self.response.header(name, value)
 
     def on_headers_complete(self) -> None:
-        if self.response is not None:
-            self.response.status = self._parser.get_status_code()
-            self.response._wake()
+        r = self.response
+        if r is None:
+            return
+        status = self._parser.get_status_code()
+        if status < 200:  # an interim answer (103 Early Hints, an unasked-for 100): the real one follows
+            self._interim = True
+            r.content_type, r.has_length, r.chunked = "", False, False
+            return
+        r.status = status
+        r._wake()
 
     def on_body(self, body: bytes) -> None:
         if self.response is not None:
             self.response.body(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         r, self.response = self.response, None
         keep = self._parser.should_keep_alive()
         if r is not None:
