@@ -63,6 +63,13 @@ def test_upstream_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert (us.url, us.model, us.api_key) == ("https://vllm.us:8000/v1", "Qwen/Qwen3-8B", "secret")
     with pytest.raises(ConfigError, match="'us-ash/qwen3-8b/h100-sxm' is not a backend of the plan"):
         resolve_targets(cfg, IDS[:1])
+    monkeypatch.setenv("US_KEY", "secret\r\nX-Injected: 1")
+    with pytest.raises(ConfigError, match="US_KEY holds a line break or NUL") as info:
+        resolve_targets(cfg, IDS)
+    assert "secret" not in str(info.value)  # the key itself is never shown
+    for bad in ("http://emu:1/a b/v1", "http://emu:1/{site}/v1\\r\\nX: 1"):
+        with pytest.raises(ConfigError, match=r"upstreams.default_url: .*spaces or control characters"):
+            load_gateway_config(_write(tmp_path, f'plan: p.json\nupstreams:\n  default_url: "{bad}"\n'))
     bare = load_gateway_config(_write(tmp_path, "plan: p.json\n"))
     with pytest.raises(ConfigError, match=r"has no URL; fix: add it under upstreams\.backends"):
         resolve_targets(bare, IDS)

@@ -49,6 +49,14 @@ class _Cfg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _http_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in v):  # it goes into the request line as it is
+        raise ValueError("must not contain spaces or control characters (percent-encode them)")
+    return v
+
+
 class UpstreamConfig(_Cfg):
     """Where one backend id really runs (an OpenAI-compatible base URL ending in /v1)."""
 
@@ -59,9 +67,7 @@ class UpstreamConfig(_Cfg):
     @field_validator("url")
     @classmethod
     def _http(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
+        return _http_url(v).rstrip("/")
 
 
 class UpstreamsConfig(_Cfg):
@@ -69,6 +75,11 @@ class UpstreamsConfig(_Cfg):
     client: Literal["httptools", "aiohttp"] = Field(
         "httptools", description="HTTP client to the upstreams: httptools (lean keep-alive client, the default: "
         "less CPU per request) or aiohttp (general-purpose)")
+
+    @field_validator("default_url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v)
     backends: dict[str, UpstreamConfig] = Field(default_factory=dict)
 
 
@@ -232,6 +243,9 @@ def resolve_targets(cfg: GatewayConfig, backend_ids: tuple[str, ...]) -> tuple[U
             if key is None:
                 raise ConfigError(f"{cfg.source}: upstreams.backends.{bid}.api_key_env: environment variable "
                                   f"{up.api_key_env} is not set; fix: export it before `sovcloud serve`")
+            if any(c in key for c in "\r\n\0"):  # it becomes a header line; the value is a secret, not shown
+                raise ConfigError(f"{cfg.source}: upstreams.backends.{bid}.api_key_env: environment variable "
+                                  f"{up.api_key_env} holds a line break or NUL; fix: export the key alone")
         out.append(UpstreamTarget(backend_id=bid, url=up.url, api_key=key, model=up.model or model))
     return tuple(out)
 
