@@ -169,6 +169,35 @@ def test_a_reused_connection_the_upstream_closed_is_replaced_without_an_error() 
     run(go())
 
 
+def test_a_pooled_connection_that_fails_on_write_is_replaced() -> None:
+    class Closed:  # what uvloop does when the handle closed before connection_lost ran
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+        def is_closing(self) -> bool:
+            return False
+
+        def abort(self) -> None:
+            pass
+
+    async def go() -> None:
+        async with scripted(_ok) as (url, _, conns):
+            client = HttpUpstream(TimeoutsConfig(connect_s=1))
+            try:
+                r = await client.post(_target(url), "/x", b"{}", False)
+                await r.read()
+                (pooled,) = client._idle[("http", "127.0.0.1", int(url.split(":")[2].split("/")[0]))]
+                real, pooled.transport = pooled.transport, Closed()  # type: ignore[assignment]
+                r = await client.post(_target(url), "/x", b"{}", False)
+                assert r.status == 200 and await r.read() == b'{"ok":true}'
+                assert real is not None
+                real.close()
+            finally:
+                await client.close()
+        assert conns == [1, 2]
+    run(go())
+
+
 def test_interim_answers_are_skipped_for_the_final_one() -> None:
     async def hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
         writer.write(b"HTTP/1.1 103 Early Hints\r\nContent-Type: text/html\r\nLink: </x>\r\n\r\n")

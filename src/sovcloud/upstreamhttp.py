@@ -213,6 +213,12 @@ class _Connection(asyncio.Protocol):
             r.finish(UpstreamError(f"malformed HTTP response from the upstream: {exc}"))
             self.abort()
 
+    def eof_received(self) -> bool | None:
+        """The upstream closed its side: out of the pool at once (the transport closes when this returns)."""
+        self.closed = True
+        self.pool.forget(self)
+        return None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
@@ -263,8 +269,13 @@ class _Connection(asyncio.Protocol):
     # ---- control ----
     def send(self, head: bytes, body: bytes, timeout: float) -> _Response:
         r = self.response = _Response(self, timeout)
-        if self.transport is not None:
+        try:
+            if self.transport is None:
+                raise RuntimeError("not connected")
             self.transport.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        except (RuntimeError, OSError) as exc:  # closed under our feet (uvloop raises on a closed handle)
+            r.finish(UpstreamError(f"the connection to the upstream was closed ({exc})"))
+            self.abort()
         return r
 
     def pause(self) -> None:
@@ -322,7 +333,8 @@ class HttpUpstream:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.keepalive_s:
+            t = conn.transport
+            if not conn.closed and t is not None and not t.is_closing() and now - conn.idle_since < self.keepalive_s:
                 return conn
             conn.abort()
         return None
