@@ -35,6 +35,7 @@ by reservation id, so a batch can be retried after an ambiguous commit.
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -322,7 +323,7 @@ class _Res:
         self.new, self.dirty = new, False
 
     def row(self, names: tuple[str, ...]) -> tuple[Any, ...]:
-        return tuple(getattr(self, n) for n in names)
+        return tuple(_ROW_GETTERS[names](self))
 
     def settlement(self) -> Settlement:
         grant = sum(t for _, t in parse_parts(self.charged_parts))
@@ -338,6 +339,8 @@ class _Res:
 _LEASE_COLS = ("id", "tenant_id", "instance_id", "state", "taken_parts", "taken_micro", "grant_parts",
                "credit_micro", "created_at", "closed_at")
 _LEASE_MUTABLE = ("state", "grant_parts", "credit_micro", "closed_at")
+# rows as tuples in the order of their columns, by C-level attribute look-ups (the writer builds one per charge)
+_ROW_GETTERS: dict[tuple[str, ...], Any] = {names: operator.attrgetter(*names) for names in (_RES_COLS, _RES_MUTABLE)}
 
 
 class _Lease:
@@ -704,4 +707,6 @@ class Batch:
                   op.a, op.b, format_parts(sorted(charged.items())), ch.money + extra, unbilled, int(ch.recovered),
                   ch.created_at, self.now), new=True)
         self.res[op.rid] = r
-        return r.settlement()
+        # what r.settlement() would parse back out of the row, from the numbers at hand
+        return Settlement(op.rid, op.a, op.b, sum(charged.values()), (ch.money + extra) / 1e6, ch.money + extra,
+                          unbilled, bool(ch.recovered))
