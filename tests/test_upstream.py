@@ -1,4 +1,5 @@
-"""Upstream side: circuit breakers, health checks, the aiohttp client, and failover inside the compliant set."""
+"""Upstream side: circuit breakers, health checks, both clients against the emulator, and failover inside the
+compliant set."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sovcloud.gatewayconfig import BreakerConfig, HealthConfig, TimeoutsConfig, 
 from sovcloud.router import RouteTable
 from sovcloud.tenants import Tenant
 from sovcloud.upstream import AiohttpUpstream, BackendHealth, UpstreamError
+from sovcloud.upstreamhttp import HttpUpstream
 from test_emulator import BID, _backends
 from test_gateway_util import FakeUpstream, fake_gateway, run, serve_app
 
@@ -69,14 +71,15 @@ def test_failover_stays_in_the_compliant_set_and_reports_attempts() -> None:
     assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error" and upstream.calls == ["de/m1/c"]
 
 
-def test_aiohttp_client_against_the_emulator() -> None:
+@pytest.mark.parametrize("client_type", [HttpUpstream, AiohttpUpstream])
+def test_clients_against_the_emulator(client_type: type[HttpUpstream] | type[AiohttpUpstream]) -> None:
     emu = Emulator(_backends(), EmulatorOptions(fixed_ms=1, chunks=3, chunk_ms=1))
     with serve_app(emu.app()) as url:
         target = UpstreamTarget(backend_id=BID, url=f"{url}/{BID}/v1", api_key="k", model="m1")
         dead = UpstreamTarget(backend_id="x", url="http://127.0.0.1:9/v1", api_key=None, model="m1")
 
         async def go() -> None:
-            client = AiohttpUpstream(TimeoutsConfig(connect_s=1))
+            client = client_type(TimeoutsConfig(connect_s=1))
             try:
                 r = await client.post(target, "/chat/completions", b'{"model":"m1","messages":[]}', False)
                 assert r.status == 200 and b"chat.completion" in await r.read()
@@ -84,6 +87,8 @@ def test_aiohttp_client_against_the_emulator() -> None:
                 body = b"".join([c async for c in r.chunks()])
                 r.close()
                 assert body.count(b"data: ") == 5 and body.endswith(b"data: [DONE]\n\n")
+                r = await client.post(target, "/chat/completions", b"{not json", False)
+                assert r.status == 400 and b"error" in await r.read()  # a 4xx is an answer, not a failure
                 assert await client.probe(target, "models", 1.0)
                 assert not await client.probe(dead, "models", 0.5)
                 with pytest.raises(UpstreamError):

@@ -1,5 +1,6 @@
-"""The httptools upstream client against real servers on 127.0.0.1: the emulator, and a scripted raw TCP server
-whose every byte the test chooses (keep-alive, chunked, close-delimited, broken and silent upstreams)."""
+"""The httptools upstream client against a scripted raw TCP server on 127.0.0.1 whose every byte the test chooses
+(keep-alive, chunked, close-delimited, interim, broken and silent upstreams). Against the emulator, with probes:
+``tests/test_upstream.py``."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from sovcloud.emulator import Emulator, EmulatorOptions
 from sovcloud.gatewayconfig import TimeoutsConfig, UpstreamTarget
 from sovcloud.upstream import UpstreamError
 from sovcloud.upstreamhttp import HttpUpstream
-from test_emulator import BID, _backends
-from test_gateway_util import run, serve_app
+from test_gateway_util import run
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[bool]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
@@ -320,34 +319,6 @@ def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_without_bound() 
             finally:
                 await client.close()
     run(go())
-
-
-def test_against_the_emulator_and_probes() -> None:
-    emu = Emulator(_backends(), EmulatorOptions(fixed_ms=1, chunks=3, chunk_ms=1))
-    with serve_app(emu.app()) as url:
-        target = UpstreamTarget(backend_id=BID, url=f"{url}/{BID}/v1", api_key="k", model="m1")
-        dead = UpstreamTarget(backend_id="x", url="http://127.0.0.1:9/v1", api_key=None, model="m1")
-
-        async def go() -> None:
-            client = HttpUpstream(TimeoutsConfig(connect_s=1))
-            try:
-                r = await client.post(target, "/chat/completions", b'{"model":"m1","messages":[]}', False)
-                assert r.status == 200 and b"chat.completion" in await r.read()
-                r = await client.post(target, "/completions", b'{"model":"m1","prompt":"x","stream":true}', True)
-                body = b"".join([c async for c in r.chunks()])
-                r.close()
-                assert body.count(b"data: ") == 5 and body.endswith(b"data: [DONE]\n\n")
-                r = await client.post(target, "/chat/completions", b"{not json", False)
-                assert r.status == 400 and b"error" in await r.read()  # a 4xx is an answer, not a failure
-                assert await client.probe(target, "models", 1.0)
-                assert not await client.probe(dead, "models", 0.5)
-                with pytest.raises(UpstreamError, match="connecting"):
-                    await client.post(dead, "/completions", b"{}", False)
-                emu.set_mode("down", backends=[BID])
-                assert not await client.probe(target, "models", 1.0)  # a 503 is a failed check
-            finally:
-                await client.close()
-        run(go())
 
 
 def test_time_the_gateway_spends_not_reading_is_not_upstream_silence() -> None:
