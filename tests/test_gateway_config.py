@@ -70,6 +70,9 @@ def test_upstream_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     for bad in ("http://emu:1/a b/v1", "http://emu:1/{site}/v1\\r\\nX: 1"):
         with pytest.raises(ConfigError, match=r"upstreams.default_url: .*spaces or control characters"):
             load_gateway_config(_write(tmp_path, f'plan: p.json\nupstreams:\n  default_url: "{bad}"\n'))
+    for bad, what in (("http://emu:99999/v1", "bad port"), ("http:///v1", "needs a host")):
+        with pytest.raises(ConfigError, match=rf"upstreams.default_url: .*{what}"):
+            load_gateway_config(_write(tmp_path, f'plan: p.json\nupstreams:\n  default_url: "{bad}"\n'))
     bare = load_gateway_config(_write(tmp_path, "plan: p.json\n"))
     with pytest.raises(ConfigError, match=r"has no URL; fix: add it under upstreams\.backends"):
         resolve_targets(bare, IDS)

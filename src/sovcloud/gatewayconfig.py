@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,6 +55,13 @@ def _http_url(v: str) -> str:
         raise ValueError("must start with http:// or https://")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in v):  # it goes into the request line as it is
         raise ValueError("must not contain spaces or control characters (percent-encode them)")
+    u = urlsplit(v.replace("{", "").replace("}", ""))  # default_url is a template: {site} and the like
+    try:
+        port = u.port
+    except ValueError as exc:
+        raise ValueError(f"has a bad port ({exc})") from None
+    if not u.hostname or port == 0:
+        raise ValueError("needs a host (and a port from 1 to 65535 if any), e.g. http://127.0.0.1:8000/v1")
     return v
 
 
@@ -75,12 +83,12 @@ class UpstreamsConfig(_Cfg):
     client: Literal["httptools", "aiohttp"] = Field(
         "httptools", description="HTTP client to the upstreams: httptools (lean keep-alive client, the default: "
         "less CPU per request) or aiohttp (general-purpose)")
+    backends: dict[str, UpstreamConfig] = Field(default_factory=dict)
 
     @field_validator("default_url")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         return None if v is None else _http_url(v)
-    backends: dict[str, UpstreamConfig] = Field(default_factory=dict)
 
 
 class LimitsConfig(_Cfg):

@@ -1,10 +1,10 @@
 """A lean HTTP/1.1 upstream client on httptools: the gateway's default way to reach its backends.
 
 The gateway sends every request to one of a few known OpenAI-compatible origins, always a ``POST`` of a JSON
-body that it has already built, and reads back either one JSON body or a stream of SSE events. Measured on
-this project's 2-core machine (docs/benchmarks.md), aiohttp's general-purpose client (cookies, redirects,
-proxies, tracing, multipart, a request and a response object of many fields) spent more CPU per request
-than the rest of the gateway together. This client does only what the gateway needs, over
+body that it has already built, and reads back either one JSON body or a stream of SSE events. aiohttp's
+general-purpose client (cookies, redirects, proxies, tracing, multipart, a request and a response object of
+many fields) spent 161 µs of CPU per plain request on this project's 2-core machine, this client 29 µs
+(``benchmarks/upstream_client.py``, docs/benchmarks.md). It does only what the gateway needs, over
 :mod:`asyncio` transports with `httptools <https://github.com/MagicStack/httptools>`_ (the llhttp parser
 uvicorn serves with) for the response framing: status, headers, ``Content-Length``, chunked transfer
 coding and keep-alive are llhttp's, not ours.
@@ -14,8 +14,9 @@ coding and keep-alive are llhttp's, not ours.
   A connection the upstream closed leaves the pool as it closes.
 * **One request** = one ``write`` of head and body. A request that fails on a *reused* connection before
   any byte of the answer came back (the upstream closed it as it was taken) is sent once more on a new
-  connection; any other failure is an :class:`~sovcloud.upstream.UpstreamError`, which the gateway turns
-  into a failover inside the compliant set.
+  connection (an upstream that read the request and then closed without a word may so see it twice, as
+  with any client that retries a stale keep-alive connection); any other failure is an
+  :class:`~sovcloud.upstream.UpstreamError`, which the gateway turns into a failover inside the compliant set.
 * **Timeouts** as before: ``connect_s`` to connect; then at most ``first_byte_s`` (plain) or ``idle_s``
   (stream) of silence between two reads.
 * **Back-pressure**: a stream's unread bytes above ``max_buffer`` pause reading from the upstream.
