@@ -183,17 +183,23 @@ def test_a_pooled_connection_that_fails_on_write_is_replaced() -> None:
         async with scripted(_ok) as (url, _, conns):
             client = HttpUpstream(TimeoutsConfig(connect_s=1))
             try:
-                r = await client.post(_target(url), "/x", b"{}", False)
-                await r.read()
-                (pooled,) = client._idle[("http", "127.0.0.1", int(url.split(":")[2].split("/")[0]))]
-                real, pooled.transport = pooled.transport, Closed()  # type: ignore[assignment]
-                r = await client.post(_target(url), "/x", b"{}", False)
-                assert r.status == 200 and await r.read() == b'{"ok":true}'
-                assert real is not None
-                real.close()
+                async def one() -> bytes:
+                    r = await client.post(_target(url), "/x", b"{}", False)
+                    return await r.read()
+                await asyncio.gather(one(), one())  # two pooled connections
+                pooled = client._idle[("http", "127.0.0.1", int(url.split(":")[2].split("/")[0]))]
+                assert len(pooled) == 2
+                real = []
+                for conn in pooled:  # both broken: the retry must not take the second one
+                    real.append(conn.transport)
+                    conn.transport = Closed()  # type: ignore[assignment]
+                assert await one() == b'{"ok":true}'
+                for t in real:
+                    assert t is not None
+                    t.close()
             finally:
                 await client.close()
-        assert conns == [1, 2]
+        assert len(conns) == 3 and conns[2] not in conns[:2]
     run(go())
 
 

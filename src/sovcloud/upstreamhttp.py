@@ -65,7 +65,10 @@ class _Origin:
         h = self.heads.get((method, path))
         if h is None:
             target = (self.prefix + path).encode("latin-1")
-            h = self.heads[(method, path)] = method.encode() + b" " + target + b" HTTP/1.1\r\n" + self.tail
+            h = method.encode() + b" " + target + b" HTTP/1.1\r\n" + self.tail
+            if method == "POST":  # the gateway only ever posts JSON
+                h += b"Content-Type: application/json\r\n"
+            self.heads[(method, path)] = h
         return h
 
 
@@ -355,8 +358,9 @@ class HttpUpstream:
     async def _exchange(self, o: _Origin, head: bytes, body: bytes, timeout: float) -> _Response:
         """Send one request and wait for the head of its answer (once more on a new connection when a reused
         one turns out to be closed before anything came back)."""
-        for _ in range(2):
-            conn = self._take(o)
+        fresh = False
+        while True:
+            conn = None if fresh else self._take(o)
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(o)
@@ -367,6 +371,7 @@ class HttpUpstream:
                     await resp.wait()
             except UpstreamError:
                 if reused and not resp.got_bytes and conn.closed:
+                    fresh = True  # the retry goes on a new connection, never another pooled one
                     continue
                 resp.close()
                 raise
@@ -374,12 +379,10 @@ class HttpUpstream:
                 resp.close()
                 raise
             return resp
-        raise UpstreamError(f"{o.host}:{o.port} closed two connections in a row")  # pragma: no cover
 
     async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool) -> _Response:
         o = self._origin(target)
-        head = o.head("POST", path) + b"Content-Type: application/json\r\n"
-        return await self._exchange(o, head, body, self._stream_s if stream else self._plain_s)
+        return await self._exchange(o, o.head("POST", path), body, self._stream_s if stream else self._plain_s)
 
     async def probe(self, target: UpstreamTarget, path: str, timeout_s: float) -> bool:
         try:
