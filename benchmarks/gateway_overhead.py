@@ -8,9 +8,17 @@ request logs on), LiteLLM's proxy (master key, no database, one worker) when ``-
 the load generator (aiohttp, this script with ``--loadgen``). For each concurrency and mode it measures the
 targets in ``--rounds`` interleaved rounds (direct, pass-through, sovcloud, LiteLLM, then again), each round a
 fresh load generator with ``--warmup`` requests first, ``--requests`` per target in all (``--litellm-requests``
-for LiteLLM, which is slow); latencies are pooled over the rounds. It prints req/s, added p50/p99 latency (vs
-direct), added time to first chunk for streams, the server's CPU ms per request (with its child processes, if
-any) and each round's p99, which shows how much of a tail is the machine's noise.
+for LiteLLM, which is slow); latencies are pooled over the rounds.
+
+The load is closed-loop and steady: ``c`` connections, each sending its next request as soon as the previous
+one is answered. The warm-up runs straight into the measured requests, with no pause between them. A pause (all
+connections waiting for the warm-up's last answer, then starting together) would make the first ``c`` measured
+requests one burst that a steady load never has: 64 of each round's 2,000 requests, 3 %, so the burst's
+queueing *was* the p99 (the first 64 took 55-70 ms through sovcloud, the steady state's p99 was 56 ms).
+
+It prints req/s, added p50/p99 latency (vs direct), added time to first chunk for streams, the server's CPU ms
+per request (with its child processes, if any) and each round's p99, which shows how much of a tail is the
+machine's noise.
 
     python benchmarks/gateway_overhead.py [--litellm /tmp/litellm-venv/bin/litellm] [--requests 3000]
 
@@ -141,7 +149,7 @@ async def _load(url: str, key: str | None, conc: int, total: int, warmup: int, s
     ttfc: list[float] = []
     errors = 0
     n = 0
-    t_start = 0.0
+    t_start = t_end = 0.0
     conn = aiohttp.TCPConnector(limit=conc)
     async with aiohttp.ClientSession(connector=conn) as session:
         async def one(record: bool) -> None:
@@ -168,17 +176,19 @@ async def _load(url: str, key: str | None, conc: int, total: int, warmup: int, s
                 if first is not None:
                     ttfc.append(first - t0)
 
-        async def worker(limit: int, record: bool) -> None:
-            nonlocal n
-            while n < limit:
+        async def worker() -> None:
+            nonlocal n, t_start, t_end
+            while n < warmup + total:
                 n += 1
+                record = n > warmup
+                if record and not t_start:
+                    t_start = time.perf_counter()
                 await one(record)
+                if record:
+                    t_end = time.perf_counter()
 
-        await asyncio.gather(*(worker(warmup, False) for _ in range(conc)))
-        n = 0
-        t_start = time.perf_counter()
-        await asyncio.gather(*(worker(total, True) for _ in range(conc)))
-        wall = time.perf_counter() - t_start
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        wall = t_end - t_start
     return {"rps": len(lat) / wall, "lat_ms": [x * 1000 for x in lat], "ttfc_ms": [x * 1000 for x in ttfc],
             "errors": errors}
 
@@ -291,7 +301,9 @@ def measure(targets: dict[str, tuple[str, str | None, int | None]], conc: int, s
         for name, (url, key, pid) in targets.items():
             total = a.litellm_requests if name == "litellm" else a.requests
             total = max(1, total // a.rounds)
-            warm = min(a.warmup, total // 10) if name == "litellm" else a.warmup
+            # LiteLLM is slow, so its warm-up is shorter, but never shorter than one request per connection:
+            # the first `conc` requests start together, a burst that steady state does not have
+            warm = min(a.warmup, max(conc, total // 10)) if name == "litellm" else max(a.warmup, conc)
             cpu0 = cpu_seconds(pid) if pid else 0.0
             r = run_load(url, key, conc, total, warm, stream, cores)
             x = acc[name]
