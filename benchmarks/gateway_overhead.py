@@ -141,7 +141,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 # ---- the load generator (runs in its own process) -------------------------------------------------
-async def _load(url: str, key: str | None, conc: int, total: int, warmup: int, stream: bool) -> dict[str, object]:
+async def _load(url: str, key: str | None, conc: int, total: int, warmup: int, stream: bool, stagger_s: float = 0.0,
+                seed: int = 0) -> dict[str, object]:
     body = json.dumps({**BODY, "stream": stream}).encode()
     headers = {"Content-Type": "application/json"}
     if key:
@@ -177,8 +178,9 @@ async def _load(url: str, key: str | None, conc: int, total: int, warmup: int, s
                 if first is not None:
                     ttfc.append(first - t0)
 
-        async def worker() -> None:
+        async def worker(delay: float) -> None:
             nonlocal n, t_start, t_end
+            await asyncio.sleep(delay)
             while n < warmup + total:
                 n += 1
                 record = n > warmup
@@ -188,7 +190,8 @@ async def _load(url: str, key: str | None, conc: int, total: int, warmup: int, s
                 if record:
                     t_end = time.perf_counter()
 
-        await asyncio.gather(*(worker() for _ in range(conc)))
+        delays = np.random.default_rng(seed).uniform(0.0, stagger_s, conc) if stagger_s > 0 else np.zeros(conc)
+        await asyncio.gather(*(worker(float(d)) for d in delays))
         wall = t_end - t_start
     return {"rps": len(lat) / wall, "lat_ms": [x * 1000 for x in lat], "ttfc_ms": [x * 1000 for x in ttfc],
             "errors": errors}
@@ -202,14 +205,16 @@ def loadgen_main(a: argparse.Namespace) -> None:
     gc.collect()
     gc.freeze()
     gc.disable()
-    out = uvloop.run(_load(a.loadgen, a.key, a.concurrency_one, a.requests, a.warmup, a.stream))
+    out = uvloop.run(_load(a.loadgen, a.key, a.concurrency_one, a.requests, a.warmup, a.stream, a.stagger_ms / 1000,
+                           a.seed))
     sys.stdout.write(json.dumps(out))
 
 
 def run_load(url: str, key: str | None, conc: int, total: int, warmup: int, stream: bool,
-             cores: Cores = Cores()) -> dict[str, Any]:
+             cores: Cores = Cores(), stagger_ms: float = 100.0, seed: int = 0) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--loadgen", url, "--concurrency-one", str(conc), "--requests", str(total),
-           "--warmup", str(warmup)] + (["--key", key] if key else []) + (["--stream"] if stream else [])
+           "--warmup", str(warmup), "--stagger-ms", str(stagger_ms), "--seed", str(seed)] + \
+        (["--key", key] if key else []) + (["--stream"] if stream else [])
     res = subprocess.run(cmd, capture_output=True, timeout=900, preexec_fn=cores.on(cores.load))
     if res.returncode != 0:
         raise RuntimeError(f"the load generator failed on {url}:\n{res.stderr.decode()[-3000:]}")
@@ -304,7 +309,7 @@ def measure(targets: dict[str, tuple[str, str | None, int | None]], conc: int, s
     acc: dict[str, dict[str, Any]] = {
         n: {"lat_ms": [], "ttfc_ms": [], "errors": 0, "wall": 0.0, "cpu_s": 0.0, "sent": 0, "rounds": 0,
             "round_p50": [], "round_p99": []} for n in targets}
-    for _ in range(a.rounds):
+    for rnd in range(a.rounds):
         for name, (url, key, pid) in targets.items():
             total = a.litellm_requests if name == "litellm" else a.requests
             total = max(1, total // a.rounds)
@@ -312,7 +317,7 @@ def measure(targets: dict[str, tuple[str, str | None, int | None]], conc: int, s
             # the first `conc` requests start together, a burst that steady state does not have
             warm = min(a.warmup, max(conc, total // 10)) if name == "litellm" else max(a.warmup, conc)
             cpu0 = cpu_seconds(pid) if pid else 0.0
-            r = run_load(url, key, conc, total, warm, stream, cores)
+            r = run_load(url, key, conc, total, warm, stream, cores, a.stagger_ms, seed=rnd)
             x = acc[name]
             x["cpu_s"] += cpu_seconds(pid) - cpu0 if pid else 0.0
             x["sent"] += total + warm
@@ -334,6 +339,10 @@ def main() -> None:
     ap.add_argument("--litellm", help="path of LiteLLM's `litellm` executable (its own venv)")
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--stagger-ms", type=float, default=100.0,
+                    help="each connection's first request starts at a random offset in [0, this) (default 100 ms: "
+                         "about one answer's time, so the connections are out of step; 0: all start together)")
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--litellm-requests", type=int, default=1000, help="requests per LiteLLM run (it is slow)")
     ap.add_argument("--concurrency", default="16,64,256")
     ap.add_argument("--rounds", type=int, default=3,
