@@ -207,7 +207,7 @@ def loadgen_main(a: argparse.Namespace) -> None:
     gc.disable()
     out = uvloop.run(_load(a.loadgen, a.key, a.concurrency_one, a.requests, a.warmup, a.stream, a.stagger_ms / 1000,
                            a.seed))
-    sys.stdout.write(json.dumps(out))
+    Path(a.out).write_text(json.dumps(out))
 
 
 def run_load(url: str, key: str | None, conc: int, total: int, warmup: int, stream: bool,
@@ -215,10 +215,15 @@ def run_load(url: str, key: str | None, conc: int, total: int, warmup: int, stre
     cmd = [sys.executable, __file__, "--loadgen", url, "--concurrency-one", str(conc), "--requests", str(total),
            "--warmup", str(warmup), "--stagger-ms", str(stagger_ms), "--seed", str(seed)] + \
         (["--key", key] if key else []) + (["--stream"] if stream else [])
-    res = subprocess.run(cmd, capture_output=True, timeout=900, preexec_fn=cores.on(cores.load))
-    if res.returncode != 0:
-        raise RuntimeError(f"the load generator failed on {url}:\n{res.stderr.decode()[-3000:]}")
-    data: dict[str, Any] = json.loads(res.stdout)
+    # the figures come back in a file, not through a pipe: one c=256 run read back a stdout cut at 64 KiB
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "load.json"
+        res = subprocess.run(cmd + ["--out", str(out)], capture_output=True, timeout=900,
+                             preexec_fn=cores.on(cores.load))
+        if res.returncode != 0 or not out.exists():
+            raise RuntimeError(f"the load generator failed on {url} (exit {res.returncode}):\n"
+                               f"{res.stderr.decode()[-3000:]}")
+        data: dict[str, Any] = json.loads(out.read_text())
     return data
 
 
@@ -362,6 +367,7 @@ def main() -> None:
     ap.add_argument("--loadgen", help=argparse.SUPPRESS)
     ap.add_argument("--key", help=argparse.SUPPRESS)
     ap.add_argument("--concurrency-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.loadgen:
