@@ -15,6 +15,10 @@ one is answered. The warm-up runs straight into the measured requests, with no p
 connections waiting for the warm-up's last answer, then starting together) would make the first ``c`` measured
 requests one burst that a steady load never has: 64 of each round's 2,000 requests, 3 %, so the burst's
 queueing *was* the p99 (the first 64 took 55-70 ms through sovcloud, the steady state's p99 was 56 ms).
+For the same reason each connection's first request starts at a random offset in ``[0, --stagger-ms)``: the
+emulator's answers all take the same time, so connections that start together stay in step, and how bunched a
+round stayed moved its stream p50 by several ms. The load generator runs with its garbage collector off, so
+that its own pauses are not timed as the target's latency.
 
 It prints req/s, added p50/p99 latency (vs direct), added time to first chunk for streams, the server's CPU ms
 per request (with its child processes, if any) and each round's p99, which shows how much of a tail is the
