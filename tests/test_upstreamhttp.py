@@ -68,6 +68,21 @@ def _target(url: str, key: str | None = None) -> UpstreamTarget:
     return UpstreamTarget(backend_id="b", url=url, api_key=key, model="m")
 
 
+async def _events(writer: asyncio.StreamWriter, events: list[bytes],
+                  pause: Callable[[], Awaitable[object]] | None = None,
+                  content_type: bytes = b"text/event-stream") -> bool:
+    """Answer with a chunked SSE stream of ``events``, awaiting ``pause()`` after each one; keep the connection."""
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % content_type)
+    for ev in events:
+        writer.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+        await writer.drain()
+        if pause is not None:
+            await pause()
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    return True
+
+
 async def _ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
     writer.write(OK)
     await writer.drain()
@@ -119,15 +134,8 @@ def test_chunked_stream_arrives_event_by_event() -> None:
     gate = asyncio.Event()
 
     async def sse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
-        for ev in (b"data: 1\n\n", b"data: 2\n\n"):
-            writer.write(b"%x\r\n%s\r\n" % (len(ev), ev))
-            await writer.drain()
-            await gate.wait()
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-        return True
+        return await _events(writer, [b"data: 1\n\n", b"data: 2\n\n"], gate.wait,
+                             b"text/event-stream; charset=utf-8")
 
     async def go() -> None:
         async with scripted(sse) as (url, _, conns):
@@ -305,13 +313,7 @@ def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_without_bound() 
     event = b"data: " + b"x" * 4000 + b"\n\n"
 
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for _ in range(200):  # 800 kB
-            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
-            await writer.drain()
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-        return True
+        return await _events(writer, [event] * 200)  # 800 kB
 
     async def go() -> None:
         async with scripted(flood) as (url, _, _c):
@@ -329,15 +331,7 @@ def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_without_bound() 
 
 def test_time_the_gateway_spends_not_reading_is_not_upstream_silence() -> None:
     async def steady(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for i in range(8):
-            ev = b"data: %d\n\n" % i
-            writer.write(b"%x\r\n%s\r\n" % (len(ev), ev))
-            await writer.drain()
-            await asyncio.sleep(0.3)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-        return True
+        return await _events(writer, [b"data: %d\n\n" % i for i in range(8)], lambda: asyncio.sleep(0.3))
 
     async def go() -> None:
         async with scripted(steady) as (url, _, _c):
