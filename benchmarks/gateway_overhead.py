@@ -323,7 +323,7 @@ def measure(targets: dict[str, tuple[str, str | None, int | None]], conc: int, s
             total = a.litellm_requests if name == "litellm" else a.requests
             total = max(1, total // a.rounds)
             # LiteLLM is slow, so its warm-up is shorter, but never shorter than one request per connection:
-            # the first `conc` requests start together, a burst that steady state does not have
+            # the first `conc` requests open the connections and ramp up, which steady state does not do
             warm = min(a.warmup, max(conc, total // 10)) if name == "litellm" else max(a.warmup, conc)
             cpu0 = cpu_seconds(pid) if pid else 0.0
             r = run_load(url, key, conc, total, warm, stream, cores, a.stagger_ms, seed=rnd)
