@@ -64,6 +64,16 @@ async def scripted(handler: Handler) -> AsyncIterator[tuple[str, list[bytes], li
         await server.wait_closed()
 
 
+@asynccontextmanager
+async def _client(timeouts: TimeoutsConfig, **options: int) -> AsyncIterator[HttpUpstream]:
+    """The client under test, closed at the end (its pooled connections with it)."""
+    client = HttpUpstream(timeouts, **options)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 def _target(url: str, key: str | None = None) -> UpstreamTarget:
     return UpstreamTarget(backend_id="b", url=url, api_key=key, model="m")
 
@@ -91,15 +101,11 @@ async def _ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: b
 
 def test_requests_reuse_one_keep_alive_connection_and_carry_head_body_and_key() -> None:
     async def go() -> None:
-        async with scripted(_ok) as (url, seen, conns):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1))
-            try:
-                for i in range(3):
-                    r = await client.post(_target(url, "sk-up"), "/chat/completions", b'{"n":%d}' % i, False)
-                    assert r.status == 200 and r.content_type == "application/json"
-                    assert await r.read() == b'{"ok":true}'
-            finally:
-                await client.close()
+        async with scripted(_ok) as (url, seen, conns), _client(TimeoutsConfig(connect_s=1)) as client:
+            for i in range(3):
+                r = await client.post(_target(url, "sk-up"), "/chat/completions", b'{"n":%d}' % i, False)
+                assert r.status == 200 and r.content_type == "application/json"
+                assert await r.read() == b'{"ok":true}'
         assert conns == [1, 1, 1]  # keep-alive: one connection for all three
         head = seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")
         assert head[0] == b"POST /base/v1/chat/completions HTTP/1.1"
@@ -115,18 +121,14 @@ def test_concurrent_requests_open_their_own_connections_and_pool_them() -> None:
         return await _ok(reader, writer, req)
 
     async def go() -> None:
-        async with scripted(slow) as (url, _, conns):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1))
-            try:
-                async def one() -> bytes:
-                    r = await client.post(_target(url), "/x", b"{}", False)
-                    return await r.read()
-                assert await asyncio.gather(*(one() for _ in range(4))) == [b'{"ok":true}'] * 4
-                assert len(set(conns)) == 4
-                await asyncio.gather(*(one() for _ in range(4)))
-                assert len(set(conns)) == 4  # the second wave reused the four pooled connections
-            finally:
-                await client.close()
+        async with scripted(slow) as (url, _, conns), _client(TimeoutsConfig(connect_s=1)) as client:
+            async def one() -> bytes:
+                r = await client.post(_target(url), "/x", b"{}", False)
+                return await r.read()
+            assert await asyncio.gather(*(one() for _ in range(4))) == [b'{"ok":true}'] * 4
+            assert len(set(conns)) == 4
+            await asyncio.gather(*(one() for _ in range(4)))
+            assert len(set(conns)) == 4  # the second wave reused the four pooled connections
     run(go())
 
 
@@ -138,21 +140,17 @@ def test_chunked_stream_arrives_event_by_event() -> None:
                              b"text/event-stream; charset=utf-8")
 
     async def go() -> None:
-        async with scripted(sse) as (url, _, conns):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1, idle_s=5))
-            try:
-                r = await client.post(_target(url), "/chat/completions", b"{}", True)
-                assert r.status == 200 and r.content_type == "text/event-stream"
-                it = r.chunks()
-                assert await it.__anext__() == b"data: 1\n\n"  # before the server sent the second event
-                gate.set()
-                assert b"".join([c async for c in it]) == b"data: 2\n\n"
-                r.close()  # after the end: a no-op, the connection stays pooled
-                r = await client.post(_target(url), "/chat/completions", b"{}", True)
-                assert b"".join([c async for c in r.chunks()]) == b"data: 1\n\ndata: 2\n\n"
-                assert conns == [1, 1]
-            finally:
-                await client.close()
+        async with scripted(sse) as (url, _, conns), _client(TimeoutsConfig(connect_s=1, idle_s=5)) as client:
+            r = await client.post(_target(url), "/chat/completions", b"{}", True)
+            assert r.status == 200 and r.content_type == "text/event-stream"
+            it = r.chunks()
+            assert await it.__anext__() == b"data: 1\n\n"  # before the server sent the second event
+            gate.set()
+            assert b"".join([c async for c in it]) == b"data: 2\n\n"
+            r.close()  # after the end: a no-op, the connection stays pooled
+            r = await client.post(_target(url), "/chat/completions", b"{}", True)
+            assert b"".join([c async for c in r.chunks()]) == b"data: 1\n\ndata: 2\n\n"
+            assert conns == [1, 1]
     run(go())
 
 
@@ -163,15 +161,11 @@ def test_a_reused_connection_the_upstream_closed_is_replaced_without_an_error() 
         return False  # close right after answering, though the answer said keep-alive
 
     async def go() -> None:
-        async with scripted(once) as (url, seen, conns):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1))
-            try:
-                for _ in range(3):
-                    r = await client.post(_target(url), "/x", b"{}", False)
-                    assert await r.read() == b'{"ok":true}'
-                    await asyncio.sleep(0.02)
-            finally:
-                await client.close()
+        async with scripted(once) as (url, seen, conns), _client(TimeoutsConfig(connect_s=1)) as client:
+            for _ in range(3):
+                r = await client.post(_target(url), "/x", b"{}", False)
+                assert await r.read() == b'{"ok":true}'
+                await asyncio.sleep(0.02)
         assert len(seen) == 3 and conns == [1, 2, 3]
     run(go())
 
@@ -188,25 +182,21 @@ def test_a_pooled_connection_that_fails_on_write_is_replaced() -> None:
             pass
 
     async def go() -> None:
-        async with scripted(_ok) as (url, _, conns):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1))
-            try:
-                async def one() -> bytes:
-                    r = await client.post(_target(url), "/x", b"{}", False)
-                    return await r.read()
-                await asyncio.gather(one(), one())  # two pooled connections
-                pooled = client._idle[("http", "127.0.0.1", int(url.split(":")[2].split("/")[0]))]
-                assert len(pooled) == 2
-                real = []
-                for conn in pooled:  # both broken: the retry must not take the second one
-                    real.append(conn.transport)
-                    conn.transport = Closed()  # type: ignore[assignment]
-                assert await one() == b'{"ok":true}'
-                for t in real:
-                    assert t is not None
-                    t.close()
-            finally:
-                await client.close()
+        async with scripted(_ok) as (url, _, conns), _client(TimeoutsConfig(connect_s=1)) as client:
+            async def one() -> bytes:
+                r = await client.post(_target(url), "/x", b"{}", False)
+                return await r.read()
+            await asyncio.gather(one(), one())  # two pooled connections
+            pooled = client._idle[("http", "127.0.0.1", int(url.split(":")[2].split("/")[0]))]
+            assert len(pooled) == 2
+            real = []
+            for conn in pooled:  # both broken: the retry must not take the second one
+                real.append(conn.transport)
+                conn.transport = Closed()  # type: ignore[assignment]
+            assert await one() == b'{"ok":true}'
+            for t in real:
+                assert t is not None
+                t.close()
         assert len(conns) == 3 and conns[2] not in conns[:2]
     run(go())
 
@@ -219,15 +209,11 @@ def test_interim_answers_are_skipped_for_the_final_one() -> None:
         return await _ok(reader, writer, req)
 
     async def go() -> None:
-        async with scripted(hints) as (url, _, conns):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1))
-            try:
-                for _ in range(2):
-                    r = await client.post(_target(url), "/x", b"{}", False)
-                    assert (r.status, r.content_type) == (200, "application/json")
-                    assert await r.read() == b'{"ok":true}'
-            finally:
-                await client.close()
+        async with scripted(hints) as (url, _, conns), _client(TimeoutsConfig(connect_s=1)) as client:
+            for _ in range(2):
+                r = await client.post(_target(url), "/x", b"{}", False)
+                assert (r.status, r.content_type) == (200, "application/json")
+                assert await r.read() == b'{"ok":true}'
         assert conns == [1, 1]
     run(go())
 
@@ -239,13 +225,9 @@ def test_a_body_delimited_by_the_end_of_the_connection_is_complete() -> None:
         return False
 
     async def go() -> None:
-        async with scripted(legacy) as (url, _, _c):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1))
-            try:
-                r = await client.post(_target(url), "/x", b"{}", False)
-                assert await r.read() == b'{"old":1}'
-            finally:
-                await client.close()
+        async with scripted(legacy) as (url, _, _c), _client(TimeoutsConfig(connect_s=1)) as client:
+            r = await client.post(_target(url), "/x", b"{}", False)
+            assert await r.read() == b'{"old":1}'
     run(go())
 
 
@@ -266,15 +248,14 @@ def _broken(answer: bytes, then_wait: float = 0.0) -> Handler:
 ])
 def test_broken_upstreams_raise_upstream_errors(answer: bytes, wait: float, what: str) -> None:
     async def go() -> None:
-        async with scripted(_broken(answer, wait)) as (url, _, _c):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1, first_byte_s=0.2))
-            try:
-                with pytest.raises(UpstreamError, match=what):
-                    r = await client.post(_target(url), "/x", b"{}", False)
-                    await r.read()
-                assert not client._busy and not any(client._idle.values())  # the broken connection is gone
-            finally:
-                await client.close()
+        async with (
+            scripted(_broken(answer, wait)) as (url, _, _c),
+            _client(TimeoutsConfig(connect_s=1, first_byte_s=0.2)) as client,
+        ):
+            with pytest.raises(UpstreamError, match=what):
+                r = await client.post(_target(url), "/x", b"{}", False)
+                await r.read()
+            assert not client._busy and not any(client._idle.values())  # the broken connection is gone
     run(go())
 
 
@@ -287,25 +268,21 @@ def test_a_silent_stream_times_out_and_close_stops_a_pending_read() -> None:
         return False
 
     async def go() -> None:
-        async with scripted(drip) as (url, _, _c):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1, idle_s=1))
-            try:
-                r = await client.post(_target(url), "/x", b"{}", True)
-                got = []
-                with pytest.raises(UpstreamError, match="no data"):
-                    async for c in r.chunks():
-                        got.append(c)
-                assert got == [b"data: 1\n\n"]
-                r = await client.post(_target(url), "/x", b"{}", True)
-                it = r.chunks()
-                assert await it.__anext__() == b"data: 1\n\n"
-                pending = asyncio.ensure_future(it.__anext__())
-                await asyncio.sleep(0.05)
-                r.close()  # the client went away: the read waiting on the upstream ends at once
-                with pytest.raises(UpstreamError, match="closed by the gateway"):
-                    await asyncio.wait_for(pending, 0.5)
-            finally:
-                await client.close()
+        async with scripted(drip) as (url, _, _c), _client(TimeoutsConfig(connect_s=1, idle_s=1)) as client:
+            r = await client.post(_target(url), "/x", b"{}", True)
+            got = []
+            with pytest.raises(UpstreamError, match="no data"):
+                async for c in r.chunks():
+                    got.append(c)
+            assert got == [b"data: 1\n\n"]
+            r = await client.post(_target(url), "/x", b"{}", True)
+            it = r.chunks()
+            assert await it.__anext__() == b"data: 1\n\n"
+            pending = asyncio.ensure_future(it.__anext__())
+            await asyncio.sleep(0.05)
+            r.close()  # the client went away: the read waiting on the upstream ends at once
+            with pytest.raises(UpstreamError, match="closed by the gateway"):
+                await asyncio.wait_for(pending, 0.5)
     run(go())
 
 
@@ -316,16 +293,15 @@ def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_without_bound() 
         return await _events(writer, [event] * 200)  # 800 kB
 
     async def go() -> None:
-        async with scripted(flood) as (url, _, _c):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1, idle_s=5), max_buffer=64 * 1024)
-            try:
-                r = await client.post(_target(url), "/x", b"{}", True)
-                await asyncio.sleep(0.3)  # the upstream writes as fast as it may; nobody reads
-                assert r._buffered < 64 * 1024 + 256 * 1024  # paused near the limit (plus socket buffers)
-                total = sum([len(c) async for c in r.chunks()])
-                assert total == 200 * (len(event) + 0)
-            finally:
-                await client.close()
+        async with (
+            scripted(flood) as (url, _, _c),
+            _client(TimeoutsConfig(connect_s=1, idle_s=5), max_buffer=64 * 1024) as client,
+        ):
+            r = await client.post(_target(url), "/x", b"{}", True)
+            await asyncio.sleep(0.3)  # the upstream writes as fast as it may; nobody reads
+            assert r._buffered < 64 * 1024 + 256 * 1024  # paused near the limit (plus socket buffers)
+            total = sum([len(c) async for c in r.chunks()])
+            assert total == 200 * (len(event) + 0)
     run(go())
 
 
@@ -334,17 +310,13 @@ def test_time_the_gateway_spends_not_reading_is_not_upstream_silence() -> None:
         return await _events(writer, [b"data: %d\n\n" % i for i in range(8)], lambda: asyncio.sleep(0.3))
 
     async def go() -> None:
-        async with scripted(steady) as (url, _, _c):
-            client = HttpUpstream(TimeoutsConfig(connect_s=1, idle_s=1))
-            try:
-                r = await client.post(_target(url), "/x", b"{}", True)
-                got = []
-                async for c in r.chunks():
-                    got.append(c)
-                    if len(got) == 1:
-                        await asyncio.sleep(1.5)  # a slow client: longer than idle_s, yet the upstream kept talking
-                assert b"".join(got) == b"".join(b"data: %d\n\n" % i for i in range(8))
-                assert r._timer is None  # the watchdog is gone with the response
-            finally:
-                await client.close()
+        async with scripted(steady) as (url, _, _c), _client(TimeoutsConfig(connect_s=1, idle_s=1)) as client:
+            r = await client.post(_target(url), "/x", b"{}", True)
+            got = []
+            async for c in r.chunks():
+                got.append(c)
+                if len(got) == 1:
+                    await asyncio.sleep(1.5)  # a slow client: longer than idle_s, yet the upstream kept talking
+            assert b"".join(got) == b"".join(b"data: %d\n\n" % i for i in range(8))
+            assert r._timer is None  # the watchdog is gone with the response
     run(go())
