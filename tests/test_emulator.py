@@ -55,12 +55,68 @@ def test_physics_ttft_and_tpot_grow_with_load() -> None:
     with serve_app(emu.app()) as url:
         alone, loaded = run(go(url))
     ttft1, tpot1, n1 = alone[0]
-    # prefill of ~103 prompt tokens at 2000 tok/s ~ 0.05 s, then a token at tpot(1) = 0.02 s
-    assert n1 == 6 and 0.05 <= ttft1 < 0.3 and 0.015 < tpot1 < 0.1
+    # prefill of ~103 prompt tokens at 2000 tok/s ~ 0.05 s, then a token at tpot(1) = 0.02 s (the upper bound on
+    # TTFT is loose: on this machine kind a 10 ms timer has fired 290 ms late while the host took the CPU away)
+    assert n1 == 6 and 0.05 <= ttft1 < 1.0 and 0.015 < tpot1 < 0.1
     ttfts = sorted(x[0] for x in loaded)
     # 4 requests on 2 slots: two queue behind the first two (TTFT includes the wait), and batch 2 is slower
     assert ttfts[2] > ttfts[0] + 0.1
     assert max(x[1] for x in loaded) > tpot1 * 1.2
+
+
+@pytest.mark.parametrize("options", [EmulatorOptions(fixed_ms=50, chunks=10, chunk_ms=50),
+                                     EmulatorOptions(output_tokens=10)], ids=["fixed", "physics"])
+def test_a_late_token_does_not_delay_the_later_ones(options: EmulatorOptions, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens are paced by deadlines: after the emulator's loop was held up past every later token's due time,
+    those tokens are not slept for again (step-after-step sleeping would add the whole hold-up to the
+    stream). Checked on the sleeps asked for, which a busy machine cannot blur."""
+    be = Backends(period=2025, ids=(BID,), sites=("s1",), models=("m1",), chips=("c1",), site=np.array([0]),
+                  model=np.array([0]), tp=np.array([1]), replicas=np.array([1]), max_batch=np.array([4]),
+                  input_tokens=np.array([100.0]), output_tokens=np.array([10.0]), prefill_s=np.array([0.0]),
+                  prefill_tokens_per_s=np.array([1e9]), tpot0_s=np.array([0.05]), tpot1_s=np.array([0.0]))
+    emu = Emulator(be, options)
+    asked: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        asked.append(delay)
+        await real_sleep(delay)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+
+    async def go() -> int:
+        n = 0
+        async for _ in emu._tokens(emu.backends[BID], 100, 10):
+            n += 1
+            if n == 2:
+                time.sleep(0.6)  # the emulator's loop held up (a busy CPU) past the last token's due time, 0.5 s
+        return n
+    assert run(go()) == 10
+    tokens = asked[-10:]  # physics mode first sleeps for the prefill
+    assert all(0.0 < d <= 0.05 for d in tokens[:2])
+    assert tokens[2:] == [0.0] * 8
+
+
+def test_a_client_that_leaves_frees_its_slot() -> None:
+    """A stream whose client went away stops at its next token and gives its slot back (the answer would
+    have run 100 tokens x 20 ms = 2 s)."""
+    emu = Emulator(_backends(max_batch=1), EmulatorOptions(output_tokens=100))
+    body = {"model": "m1", "messages": [{"role": "user", "content": "x"}], "stream": True}
+
+    async def go(url: str) -> tuple[int, int, float]:
+        async with httpx.AsyncClient(base_url=url) as c:
+            async with c.stream("POST", f"/{BID}/v1/chat/completions", json=body) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {"):
+                        break  # one token, then the client leaves
+                busy = (await c.get("/_emulator/stats")).json()[BID]["active"]
+            t0 = time.perf_counter()
+            while (await c.get("/_emulator/stats")).json()[BID]["active"] and time.perf_counter() - t0 < 1.5:
+                await asyncio.sleep(0.01)
+            left = (await c.get("/_emulator/stats")).json()[BID]["active"]
+        return busy, left, time.perf_counter() - t0
+    with serve_app(emu.app()) as url:
+        busy, left, waited = run(go(url))
+    assert busy == 1 and left == 0 and waited < 1.0
 
 
 def test_fixed_mode_usage_and_outages() -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,9 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .backends import PLAN_SCHEMA, Backends
 from .errors import UsageError
@@ -41,6 +42,51 @@ from .scenario import load_scenario
 __all__ = ["EmulatedBackend", "Emulator", "EmulatorOptions", "write_fixed_plan"]
 
 _WORDS = (" the", " plan", " serves", " tokens", " within", " its", " region", ".")
+
+
+async def _until(loop: asyncio.AbstractEventLoop, due: float) -> None:
+    """Sleep until ``loop.time() >= due``; only a pass through the loop when that time has come."""
+    await asyncio.sleep(max(0.0, due - loop.time()))
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+class _EventStream(Response):
+    """An SSE answer: a write per block of ``events``, the end of the body in the same write as the last
+    block (which ends with ``[DONE]``). When the client goes away the generation stops at its next token
+    (vLLM too aborts a request whose client left), so a physics slot is not held for nobody. Leaner than
+    Starlette's ``StreamingResponse`` (no task group per answer): the emulator shares its CPU with the
+    overhead benchmark's load generator."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
+        self.status_code = 200
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
+        self.background = None
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            more = True
+            async for block in self._events:
+                if gone:
+                    return
+                more = not block.endswith(_DONE)
+                await send({"type": "http.response.body", "body": block, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            await self._events.aclose()
 
 
 @dataclass(frozen=True)
@@ -118,11 +164,19 @@ class Emulator:
         return max(1, min(int(cap), want)) if isinstance(cap, int) else want
 
     async def _tokens(self, be: EmulatedBackend, prompt: int, n_out: int) -> Any:
-        """Yield once per generated token, at the physics (or fixed) pace."""
+        """Yield once per generated token, at the physics (or fixed) pace.
+
+        Token ``k`` is due at ``start + sum of the first k steps`` (a deadline), not one step after the
+        previous token was sent: a step's timer firing late (the emulator's own CPU is busy) does not delay
+        every later token, as it would not on a real server, whose pace is its accelerator's. Tokens that
+        fell behind are emitted at once, back to back."""
         o = self.options
+        loop = asyncio.get_running_loop()
         if o.fixed_ms is not None:
+            due = loop.time()
             for _ in range(n_out):
-                await asyncio.sleep(o.chunk_ms / 1000.0)
+                due += o.chunk_ms / 1000.0
+                await _until(loop, due)
                 yield
             return
         if be.slots is None:
@@ -134,9 +188,11 @@ class Emulator:
             r = min(range(len(be.active)), key=be.active.__getitem__)
             be.active[r] += 1
             try:
-                await asyncio.sleep(prompt / max(be.prefill_tps, 1.0) * o.time_scale)
+                due = loop.time() + prompt / max(be.prefill_tps, 1.0) * o.time_scale
+                await _until(loop, due)
                 for _ in range(n_out):
-                    await asyncio.sleep(be.tpot(be.active[r]) * o.time_scale)
+                    due += be.tpot(be.active[r]) * o.time_scale
+                    await _until(loop, due)
                     yield
             finally:
                 be.active[r] -= 1
@@ -175,8 +231,7 @@ class Emulator:
         if body.get("stream"):
             opts = body.get("stream_options")
             usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-            return StreamingResponse(self._stream(be, rid, body, chat, prompt, n_out, usage),
-                                     media_type="text/event-stream")
+            return _EventStream(self._stream(be, rid, body, chat, prompt, n_out, usage))
         if self.options.fixed_ms is not None:
             await asyncio.sleep(self.options.fixed_ms / 1000.0)
             n = n_out
@@ -194,7 +249,9 @@ class Emulator:
         return Response(orjson.dumps(out), media_type="application/json")
 
     async def _stream(self, be: EmulatedBackend, rid: str, body: dict[str, Any], chat: bool, prompt: int,
-                      n_out: int, usage: bool) -> Any:
+                      n_out: int, usage: bool) -> AsyncGenerator[bytes, None]:
+        """One event per token as it is generated; then the finish event, the usage (if asked for) and
+        ``[DONE]``, which are ready at once, in one block."""
         head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": self._created, "model": body.get("model", be.model)}
         i = 0
@@ -207,11 +264,12 @@ class Emulator:
             yield b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
         last = {"index": 0, "delta": {}, "finish_reason": "length"} if chat else \
             {"index": 0, "text": "", "finish_reason": "length"}
-        yield b"data: " + orjson.dumps({**head, "choices": [last]}) + b"\n\n"
+        tail = [b"data: " + orjson.dumps({**head, "choices": [last]}) + b"\n\n"]
         if usage:
             u = {"prompt_tokens": prompt, "completion_tokens": i, "total_tokens": prompt + i}
-            yield b"data: " + orjson.dumps({**head, "choices": [], "usage": u}) + b"\n\n"
-        yield b"data: [DONE]\n\n"
+            tail.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": u}) + b"\n\n")
+        tail.append(_DONE)
+        yield b"".join(tail)
 
     def _embeddings(self, be: EmulatedBackend, body: dict[str, Any], prompt: int) -> Response:
         inputs = body.get("input")
