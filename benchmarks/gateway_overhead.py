@@ -185,9 +185,10 @@ Fetch = Callable[[], Awaitable[tuple[bool, float | None]]]
 async def _client(kind: str, url: str, key: str | None, stream: bool) -> AsyncIterator[Fetch]:
     """``fetch() -> (ok, time of the first body chunk)``: one request, read to its end.
 
-    ``lean`` is sovcloud's own upstream client (:class:`~sovcloud.upstreamhttp.HttpUpstream`, httptools), a
-    fifth of aiohttp's CPU per request: the load generator shares its CPU with the emulator, and at c=64
-    streams that CPU was the bottleneck of every target (see docs/benchmarks.md)."""
+    ``lean`` is sovcloud's own upstream client (:class:`~sovcloud.upstreamhttp.HttpUpstream`, httptools): the
+    load generator shares its CPU with the emulator, which at c=64 streams is busy all the time, and with it
+    the load generator's CPU per stream (process start-up and kernel included) went from 1.23-1.35 ms to
+    0.95-1.11 ms in one undisturbed round of each target (docs/benchmarks.md)."""
     body = json.dumps({**BODY, "stream": stream}).encode()
     if kind == "lean":
         up = HttpUpstream(TimeoutsConfig(connect_s=10.0, first_byte_s=900.0, idle_s=900.0))
@@ -435,8 +436,8 @@ def main() -> None:
                          "about one answer's time, so the connections are out of step; 0: all start together)")
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
-                    help="the load generator's HTTP client (lean: sovcloud's httptools client, a fifth of aiohttp's "
-                         "CPU per request; aiohttp: the client of the earlier sessions' figures)")
+                    help="the load generator's HTTP client (lean: sovcloud's httptools client, about a fifth less "
+                         "CPU per stream; aiohttp: the client of the earlier sessions' figures)")
     ap.add_argument("--litellm-requests", type=int, default=1000, help="requests per LiteLLM run (it is slow)")
     ap.add_argument("--concurrency", default="16,64,256")
     ap.add_argument("--rounds", type=int, default=3,
