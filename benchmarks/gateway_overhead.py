@@ -13,7 +13,7 @@ is slow); latencies are pooled over the rounds.
 
 The emulator, the load generator and the proxy under test share two CPUs, so the benchmark keeps its own
 side light and its clocks honest: the emulator paces a stream's tokens by deadlines (a timer that fired
-late does not push back every later token) and answers with one write per event; the load generator's
+late does not push back every later token) and sends a stream's last events in one write; the load generator's
 client costs less CPU than aiohttp's; and a round during which the hypervisor stole more than
 ``--max-steal`` % of the machine's CPU time is run again (at most ``--steal-retries`` times; the table shows
 each kept round's steal and how many were run again).

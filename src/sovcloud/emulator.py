@@ -31,9 +31,8 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from .backends import PLAN_SCHEMA, Backends
 from .errors import UsageError
@@ -47,46 +46,6 @@ _WORDS = (" the", " plan", " serves", " tokens", " within", " its", " region", "
 async def _until(loop: asyncio.AbstractEventLoop, due: float) -> None:
     """Sleep until ``loop.time() >= due``; only a pass through the loop when that time has come."""
     await asyncio.sleep(max(0.0, due - loop.time()))
-
-
-_DONE = b"data: [DONE]\n\n"
-
-
-class _EventStream(Response):
-    """An SSE answer: a write per block of ``events``, the end of the body in the same write as the last
-    block (which ends with ``[DONE]``). When the client goes away the generation stops at its next token
-    (vLLM too aborts a request whose client left), so a physics slot is not held for nobody. Leaner than
-    Starlette's ``StreamingResponse`` (no task group per answer): the emulator shares its CPU with the
-    overhead benchmark's load generator."""
-
-    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
-        self.status_code = 200
-        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
-        self.background = None
-        self._events = events
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gone = False
-
-        async def watch() -> None:
-            nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone = True
-        watcher = asyncio.get_running_loop().create_task(watch())
-        try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            more = True
-            async for block in self._events:
-                if gone:
-                    return
-                more = not block.endswith(_DONE)
-                await send({"type": "http.response.body", "body": block, "more_body": more})
-            if more:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watcher.cancel()
-            await self._events.aclose()
 
 
 @dataclass(frozen=True)
@@ -231,7 +190,8 @@ class Emulator:
         if body.get("stream"):
             opts = body.get("stream_options")
             usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-            return _EventStream(self._stream(be, rid, body, chat, prompt, n_out, usage))
+            return StreamingResponse(self._stream(be, rid, body, chat, prompt, n_out, usage),
+                                     media_type="text/event-stream")
         if self.options.fixed_ms is not None:
             await asyncio.sleep(self.options.fixed_ms / 1000.0)
             n = n_out
@@ -268,7 +228,7 @@ class Emulator:
         if usage:
             u = {"prompt_tokens": prompt, "completion_tokens": i, "total_tokens": prompt + i}
             tail.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": u}) + b"\n\n")
-        tail.append(_DONE)
+        tail.append(b"data: [DONE]\n\n")
         yield b"".join(tail)
 
     def _embeddings(self, be: EmulatedBackend, body: dict[str, Any], prompt: int) -> Response:
