@@ -22,14 +22,15 @@ from test_gateway_util import DATA, run, serve_app, tiny_plan
 BID = "s1/m1/c1"
 
 
-def _backends(replicas: int = 1, max_batch: int = 2) -> Backends:
+def _backends(replicas: int = 1, max_batch: int = 2, prefill_tps: float = 2000.0, tpot0: float = 0.01,
+              tpot1: float = 0.01) -> Backends:
     f = np.float64
     return Backends(period=2025, ids=(BID,), sites=("s1",), models=("m1",), chips=("c1",),
                     site=np.array([0]), model=np.array([0]), tp=np.array([1]), replicas=np.array([replicas]),
                     max_batch=np.array([max_batch]), input_tokens=np.array([100.0], f),
-                    output_tokens=np.array([8.0], f), prefill_s=np.array([0.05], f),
-                    prefill_tokens_per_s=np.array([2000.0], f), tpot0_s=np.array([0.01], f),
-                    tpot1_s=np.array([0.01], f))
+                    output_tokens=np.array([8.0], f), prefill_s=np.array([100.0 / prefill_tps], f),
+                    prefill_tokens_per_s=np.array([prefill_tps], f), tpot0_s=np.array([tpot0], f),
+                    tpot1_s=np.array([tpot1], f))
 
 
 async def _timed(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, float, int]:
@@ -70,11 +71,7 @@ def test_a_late_token_does_not_delay_the_later_ones(options: EmulatorOptions, mo
     """Tokens are paced by deadlines: after the emulator's loop was held up past every later token's due time,
     those tokens are not slept for again (step-after-step sleeping would add the whole hold-up to the
     stream). Checked on the sleeps asked for, which a busy machine cannot blur."""
-    be = Backends(period=2025, ids=(BID,), sites=("s1",), models=("m1",), chips=("c1",), site=np.array([0]),
-                  model=np.array([0]), tp=np.array([1]), replicas=np.array([1]), max_batch=np.array([4]),
-                  input_tokens=np.array([100.0]), output_tokens=np.array([10.0]), prefill_s=np.array([0.0]),
-                  prefill_tokens_per_s=np.array([1e9]), tpot0_s=np.array([0.05]), tpot1_s=np.array([0.0]))
-    emu = Emulator(be, options)
+    emu = Emulator(_backends(max_batch=4, prefill_tps=1e9, tpot0=0.05, tpot1=0.0), options)
     asked: list[float] = []
     real_sleep = asyncio.sleep
 
@@ -97,8 +94,8 @@ def test_a_late_token_does_not_delay_the_later_ones(options: EmulatorOptions, mo
 
 
 def test_a_client_that_leaves_frees_its_slot() -> None:
-    """A stream whose client went away stops at its next token and gives its slot back (the answer would
-    have run 100 tokens x 20 ms = 2 s)."""
+    """A stream whose client went away stops and gives its slot back (the answer would have run 100 tokens
+    x 20 ms = 2 s)."""
     emu = Emulator(_backends(max_batch=1), EmulatorOptions(output_tokens=100))
     body = {"model": "m1", "messages": [{"role": "user", "content": "x"}], "stream": True}
 
