@@ -28,11 +28,12 @@ emulator's answers all take the same time, so connections that start together st
 round stayed moved its stream p50 by several ms. The load generator runs with its garbage collector off, so
 that its own pauses are not timed as the target's latency.
 Every connection's first ``--warmup-per-conn`` requests (default 3) are warm-up as well: a fresh load generator
-opens all ``c`` connections within the stagger window, and their first answers carry that start. At c=256 the
-300 requests of the old warm-up were 1.2 per connection, so the measured phase began inside it: a per-request
-trace (one round of 2,300 requests per target) showed the connections' first answers at p99 125 ms (sovcloud)
-and 588 ms (pass-through), their second ones at 82 and 123 ms and the later ones at 78 and 114 ms. With the old warm-up sovcloud's c=256 plain round p99s were 92, 321 and 429 ms in one run; with this
-rule, in the next, 93, 88 and 68 ms.
+opens all ``c`` connections within the stagger window, and their first answers carry that start. At c=256 the 300
+requests of the old warm-up were 1.2 per connection, so the measured phase began inside it: a per-request trace
+(one round of 2,300 requests per target) showed the connections' first answers at p99 125 ms (sovcloud) and 588 ms
+(pass-through), their second ones at 82 and 123 ms and the later ones at 78 and 114 ms. With the old warm-up
+sovcloud's c=256 plain round p99s were 92, 321 and 429 ms in one run; with this rule, in the next, 93, 88 and 68
+ms.
 
 It prints req/s, added p50/p99 latency (vs direct), added time to first chunk for streams, the server's CPU ms
 per request (with its child processes, if any) and each round's p99, which shows how much of a tail is the
