@@ -102,9 +102,12 @@ def test_a_client_that_leaves_frees_its_slot() -> None:
     async def go(url: str) -> tuple[int, int, float]:
         async with httpx.AsyncClient(base_url=url) as c:
             async with c.stream("POST", f"/{BID}/v1/chat/completions", json=body) as r:
-                async for line in r.aiter_lines():
+                # held in a name: a line iterator dropped at the `break` is finalized by the event loop, whose
+                # aclose() closes the response, so the client could leave before `busy` is read
+                lines = r.aiter_lines()
+                async for line in lines:
                     if line.startswith("data: {"):
-                        break  # one token, then the client leaves
+                        break  # one token; the client leaves when the block ends
                 busy = (await c.get("/_emulator/stats")).json()[BID]["active"]
             t0 = time.perf_counter()
             while (await c.get("/_emulator/stats")).json()[BID]["active"] and time.perf_counter() - t0 < 1.5:
