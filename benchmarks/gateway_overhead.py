@@ -8,8 +8,9 @@ request logs on), LiteLLM's proxy (master key, no database, one worker) when ``-
 the load generator (this script with ``--loadgen``; its HTTP client is sovcloud's lean httptools client, or
 aiohttp with ``--client aiohttp``). For each concurrency and mode it measures the targets in ``--rounds``
 interleaved rounds (direct, pass-through, sovcloud, LiteLLM, then again), each round a fresh load generator
-with ``--warmup`` requests first, ``--requests`` per target in all (``--litellm-requests`` for LiteLLM, which
-is slow); latencies are pooled over the rounds.
+with its warm-up first (``--warmup`` requests, and at least each connection's first ``--warmup-per-conn``),
+``--requests`` per target in all (``--litellm-requests`` for LiteLLM, which is slow); latencies are pooled over
+the rounds.
 
 The emulator, the load generator and the proxy under test share two CPUs, so the benchmark keeps its own
 side light and its clocks honest: the emulator paces a stream's tokens by deadlines (a timer that fired
