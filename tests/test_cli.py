@@ -97,3 +97,53 @@ def test_plan_with_shock_and_bad_options(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "use milp or greedy" in bad.output
     bad_shock = runner.invoke(app, ["plan", str(DATA / "tiny_a.yaml"), "--shock", "power-cut:eu-central-1:half"])
     assert bad_shock.exit_code == 2 and "fix:" in bad_shock.output
+
+
+#: Modules the command line must not load to start, nor the planning path to run: optional extras
+#: (the PostgreSQL driver, the browser driver) and the gateway's server stack.
+OPTIONAL = ("psycopg", "playwright", "uvicorn", "starlette", "aiohttp", "httptools", "uvloop", "prometheus_client")
+HEAVY = ("numpy", "pandas", "xarray", "linopy", "highspy", "scipy", "pydantic", "sqlalchemy", "plotly", "numba")
+
+_BLOCK = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+sys.argv = ["sovcloud", *{argv!r}]
+from sovcloud.cli import main
+main()
+"""
+
+
+def _run_blocked(argv: list[str], blocked: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    code = _BLOCK.format(blocked=set(blocked), argv=argv)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300)
+
+
+def test_the_command_line_starts_without_loading_the_library() -> None:
+    code = "import json, sys, sovcloud.cli; print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(proc.stdout))
+    assert loaded.isdisjoint(OPTIONAL + HEAVY), sorted(loaded & set(OPTIONAL + HEAVY))
+
+
+def test_help_and_plan_run_without_the_optional_extras(tmp_path: Path) -> None:
+    helped = _run_blocked(["--help"], OPTIONAL + HEAVY)
+    assert helped.returncode == 0, helped.stderr
+    assert "plan" in helped.stdout and "serve" in helped.stdout
+    out = tmp_path / "out"
+    planned = _run_blocked(["plan", str(DATA / "tiny_a.yaml"), "--out", str(out), "--time-limit", "20"], OPTIONAL)
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads((out / "plan.json").read_text())["scenario"]
+    assert (out / "report.html").exists()
+
+
+def test_a_command_needing_a_missing_extra_names_it(tmp_path: Path) -> None:
+    url = "postgresql://nobody@127.0.0.1:5432/test"
+    proc = _run_blocked(["tenants", "show", "--ledger", url], ("psycopg",))
+    assert proc.returncode == 1, proc.stderr
+    assert "pip install 'sovcloud[postgres]'" in proc.stderr
+    assert "Traceback" not in proc.stderr

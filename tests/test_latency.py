@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from sovcloud import scenario as scenario_module
-from sovcloud.cli_latency import latency_command, scenario_site_coords
+from sovcloud.cli import app as cli_app
+from sovcloud.cli.latency import latency_command, scenario_site_coords
 from sovcloud.errors import PhysicsError, UnknownEntity
 from sovcloud.geo import haversine_km
 from sovcloud.latency import (
@@ -260,3 +261,26 @@ def test_scenario_site_coords_skips_incomplete_records() -> None:
             SimpleNamespace(id="c"), {"id": "d", "lat": "x", "lon": 1.0}]
     assert scenario_site_coords(recs) == {"a": (1.0, 2.0)}
     assert scenario_site_coords(None) == {}
+
+
+@pytest.mark.parametrize(("lat", "lon"), [(-23.55, -46.63), (-23.55, 46.63), (23.55, -46.63), (23.55, 46.63)])
+@pytest.mark.parametrize("json_first", [False, True])
+def test_sovcloud_latency_takes_coordinates_of_every_hemisphere(
+    monkeypatch: pytest.MonkeyPatch, lat: float, lon: float, json_first: bool
+) -> None:
+    _fake_scenario(monkeypatch, [])
+    here, there = f"{lat},{lon}", f"{-lat},{-lon}"
+    args = ["latency", "--json", here, there] if json_first else ["latency", here, there, "--json"]
+    res = CliRunner().invoke(cli_app, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert (out["from"]["lat"], out["from"]["lon"]) == (lat, lon)
+    assert (out["to"]["lat"], out["to"]["lon"]) == (-lat, -lon)
+    assert out["distance_km"] == pytest.approx(float(haversine_km(lat, lon, -lat, -lon)), abs=1e-3)
+
+
+def test_sovcloud_latency_southern_coordinate_to_a_city(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_scenario(monkeypatch, [])
+    res = CliRunner().invoke(cli_app, ["latency", "-23.55,-46.63", "Amsterdam"])
+    assert res.exit_code == 0, res.output
+    assert "Amsterdam" in res.output and "RTT" in res.output

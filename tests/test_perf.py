@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from sovcloud.cli_perf import perf_command
+from sovcloud.cli.perf import perf_command
 from sovcloud.errors import PhysicsError, UnknownEntity
 from sovcloud.perf import SCENARIOS, Workload, best_estimate, best_split, estimate, goodput_table, split_degrees
 from sovcloud.perf_calibrate import (

@@ -20,13 +20,14 @@ Amounts are integers: tokens, and money in micro-dollars (1e-6 US$).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -37,6 +38,7 @@ from .errors import LedgerError
 
 __all__ = [
     "PG_START_HINT",
+    "POSTGRES_EXTRA_HINT",
     "SCHEMA_VERSION",
     "DBConnection",
     "LedgerDB",
@@ -49,6 +51,24 @@ __all__ = [
 SCHEMA_VERSION = "1"
 PG_START_HINT = "start PostgreSQL (e.g. `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`)"
 _ADVISORY_KEY = 0x50C10D  # pg_advisory_xact_lock key serialising schema creation
+
+POSTGRES_EXTRA_HINT = "install the PostgreSQL driver with `pip install 'sovcloud[postgres]'`"
+
+
+def _psycopg() -> Any:
+    """The psycopg 3 module, imported on first use: only a PostgreSQL ledger needs it (the ``postgres`` extra)."""
+    try:
+        return importlib.import_module("psycopg")
+    except ImportError as exc:
+        raise LedgerError(f"a postgresql:// ledger needs the psycopg driver, which is not installed; "
+                          f"{POSTGRES_EXTRA_HINT}, or use the default sqlite:/// ledger") from exc
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """The DB-API error bases of the drivers loaded so far (psycopg only once a PostgreSQL ledger imported it)."""
+    pg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if pg is None else (sqlite3.Error, pg.Error)
+
 
 ledger_metadata = sa.MetaData()
 
@@ -187,6 +207,7 @@ class LedgerDB:
             if parsed.get_driver_name() not in ("psycopg", "psycopg2", "psycopg_async", "postgresql"):
                 raise LedgerError(f"ledger URL {url!r}: use postgresql:// (psycopg 3 is the driver)")
             target = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+            _psycopg()  # fail here, with the extra to install, rather than at the first connection
             return cls(url, "postgresql", target)
         raise LedgerError(f"ledger URL {redact_url(url)!r}: unsupported database {backend!r}; "
                           "use sqlite:///path/ledger.db or postgresql://user@host:5432/db")
@@ -226,11 +247,11 @@ class LedgerDB:
                     conn.close()
                     raise
                 return conn
-            return psycopg.connect(self.target, autocommit=True, connect_timeout=10)
+            return _psycopg().connect(self.target, autocommit=True, connect_timeout=10)
         except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"cannot open the ledger database {self.target}: {exc}; "
                               "check the path and its permissions or choose another --ledger URL") from exc
-        except psycopg.Error as exc:
+        except _driver_errors() as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LedgerError(f"cannot connect to the ledger database {redact_url(self.url)}: {first}; "
                               f"{PG_START_HINT} or choose another --ledger URL") from exc
@@ -271,7 +292,7 @@ class LedgerDB:
     @staticmethod
     def rollback(conn: Any) -> None:
         if conn is not None:
-            with contextlib.suppress(sqlite3.Error, psycopg.Error):
+            with contextlib.suppress(*_driver_errors()):
                 conn.execute("ROLLBACK")
 
     def is_disconnect(self, exc: BaseException, conn: Any) -> bool:
@@ -282,7 +303,7 @@ class LedgerDB:
 
     @property
     def db_errors(self) -> tuple[type[BaseException], ...]:
-        return (sqlite3.Error, psycopg.Error)
+        return _driver_errors()
 
     # ---- schema ---------------------------------------------------------------------------------
     def create_schema(self, metadata: sa.MetaData, *, version_key: str | None = None) -> None:

@@ -47,7 +47,7 @@ from .roofline import (
     step_times,
 )
 from .scenario import Scenario, load_scenario
-from .vocab import PRECISION_BYTES
+from .vocab import PRECISION_BYTES, SLO_SCENARIOS
 
 __all__ = [
     "DEFAULT_CASES",
@@ -64,14 +64,8 @@ __all__ = [
     "split_degrees",
 ]
 
-#: Named SLO scenarios of published results: name -> (TTFT SLO s, TPOT SLO s); None = no limit.
-#: ``server``/``interactive`` are MLPerf Inference's Llama-2-70B latency limits (p99).
-SCENARIOS: dict[str, tuple[float | None, float | None]] = {
-    "offline": (None, None),
-    "max-throughput": (None, None),
-    "server": (2.0, 0.2),
-    "interactive": (0.45, 0.04),
-}
+#: Named SLO scenarios (defined in :mod:`sovcloud.vocab`, light enough for the CLI's help).
+SCENARIOS = SLO_SCENARIOS
 #: Tensor-parallel degrees the planner considers.
 TP_DEGREES: tuple[int, ...] = (1, 2, 4, 8)
 

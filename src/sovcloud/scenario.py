@@ -18,13 +18,12 @@ from pydantic import ValidationError
 
 from .diagnostics import cross_check, from_validation_error
 from .errors import Problem, ScenarioError, ScenarioNotFound
+from .vocab import DEFAULT_SCENARIO
 from .world import Scenario
 from .yamlio import Doc, merge, read_yaml
 from .zones import generate_zones
 
 __all__ = ["DEFAULT_SCENARIO", "Scenario", "bundled_scenarios", "load_scenario", "read_document", "validate_document"]
-
-DEFAULT_SCENARIO = "global-2025"
 
 
 def _data_dir() -> Path:

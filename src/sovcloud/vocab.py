@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Literal, TypeAlias
 
 __all__ = [
+    "DEFAULT_SCENARIO",
     "DIMS",
     "PRECISION_BYTES",
+    "SLO_SCENARIOS",
     "ExportStatus",
     "OptionKind",
     "Period",
@@ -20,6 +22,18 @@ __all__ = [
     "WorkloadKind",
     "ZoneKind",
 ]
+
+#: The bundled scenario every command uses when none is given.
+DEFAULT_SCENARIO = "global-2025"
+
+#: Named SLO scenarios of published results: name -> (TTFT SLO s, TPOT SLO s); None = no limit.
+#: ``server``/``interactive`` are MLPerf Inference's Llama-2-70B latency limits (p99).
+SLO_SCENARIOS: dict[str, tuple[float | None, float | None]] = {
+    "offline": (None, None),
+    "max-throughput": (None, None),
+    "server": (2.0, 0.2),
+    "interactive": (0.45, 0.04),
+}
 
 #: The named dimensions every compiled array is indexed by.
 DIMS: tuple[str, ...] = ("zone", "site", "chip", "model", "workload", "period", "hour")

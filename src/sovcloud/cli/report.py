@@ -11,8 +11,7 @@ from pathlib import Path
 
 import typer
 
-from .cliutil import cli_errors, out_console
-from .report import write_report
+from .common import cli_errors, out_console
 
 __all__ = ["register", "report_command"]
 
@@ -25,6 +24,8 @@ def report_command(
                                                                "plan.json)"),
 ) -> None:
     """Write the self-contained HTML report of a plan (map, charts, shortfalls, sources), opening offline."""
+    from ..report import write_report
+
     folder = plan if plan.is_dir() else plan.parent
     target = out if out is not None else folder / "report.html"
     written = write_report(plan, target, sim)

@@ -6,15 +6,9 @@ import logging
 from pathlib import Path
 
 import typer
-import uvicorn
 
-from .cliutil import cli_errors, out_console
-from .emulator import Emulator, EmulatorOptions
-from .errors import UsageError
-from .gatewayapp import quiet_gc
-from .gatewayapp import serve as serve_gateway
-from .gatewayconfig import plan_backends, write_gateway_config
-from .metrics import configure_json_logging
+from ..errors import UsageError
+from .common import cli_errors, out_console
 
 __all__ = ["register"]
 
@@ -34,6 +28,8 @@ def serve(
     _check_port(port)
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise UsageError(f"--log-level {log_level!r}: use debug, info, warning or error")
+    from ..gatewayapp import serve as serve_gateway
+
     serve_gateway(config, host, port, log_level.lower())
 
 
@@ -59,6 +55,13 @@ def emulate(
         raise UsageError("--fixed-ms and --chunk-ms must be >= 0 and --chunks >= 1")
     if output_tokens is not None and output_tokens < 1:
         raise UsageError(f"--output-tokens {output_tokens} must be >= 1")
+    import uvicorn
+
+    from ..emulator import Emulator, EmulatorOptions
+    from ..gatewayapp import quiet_gc
+    from ..gatewayconfig import plan_backends, write_gateway_config
+    from ..metrics import configure_json_logging
+
     _, backends = plan_backends(plan, scenario, period)
     if len(backends) == 0:
         raise UsageError(f"{plan}: the plan has no deployments in period {backends.period}; nothing to emulate")

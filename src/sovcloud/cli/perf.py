@@ -10,15 +10,20 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import PhysicsError
-from .perf import SCENARIOS, PerfResult, best_split, estimate
+from ..errors import PhysicsError
+from ..vocab import SLO_SCENARIOS as SCENARIOS
+from .common import cli_errors
 
-__all__ = ["perf_command", "render_table"]
+if TYPE_CHECKING:
+    from ..perf import PerfResult
+
+__all__ = ["perf_command", "register", "render_table"]
 
 
 def _fmt(value: object) -> str:
@@ -72,6 +77,8 @@ def perf_command(
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Estimate batch, TTFT, TPOT and goodput per chip of one deployment."""
+    from ..perf import best_split, estimate
+
     ttft_slo, tpot_slo = ttft, tpot
     if scenario is not None:
         named = SCENARIOS.get(scenario)
@@ -93,3 +100,9 @@ def perf_command(
         typer.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
         Console().print(render_table(result))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``perf`` to ``app``."""
+    app.command("perf", help="Inference performance of a model on a chip: fit, batch, TTFT, TPOT, goodput per "
+                "chip.")(cli_errors(perf_command))

@@ -1,8 +1,7 @@
 """Shared pieces of the command line: the consoles and the error-to-exit-code decorator.
 
 Every :class:`~sovcloud.errors.SovcloudError` raised by a command becomes a clear message on stderr
-and its exit code (2 for bad input), never a traceback. Command modules (``cli_*.py``) import
-from here, so :mod:`sovcloud.cli` can import them without a cycle.
+and its exit code (2 for bad input), never a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from .errors import ScenarioError, SovcloudError
+from ..errors import ScenarioError, SovcloudError
 
 __all__ = ["cli_errors", "err_console", "out_console"]
 
@@ -43,5 +42,3 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
-
-

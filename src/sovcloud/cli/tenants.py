@@ -11,15 +11,17 @@ import difflib
 import functools
 import re
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from .cliutil import cli_errors, out_console
-from .errors import UsageError
-from .ledger import Ledger, default_ledger_url
-from .scenario import DEFAULT_SCENARIO, load_scenario
-from .tenants import ModelPrice, Tenant, TenantStore
+from ..errors import UsageError
+from ..vocab import DEFAULT_SCENARIO
+from .common import cli_errors, out_console
+
+if TYPE_CHECKING:
+    from ..tenants import ModelPrice
 
 __all__ = ["parse_price", "parse_tokens", "register", "scenario_ids"]
 
@@ -33,6 +35,8 @@ LEDGER_OPT = typer.Option(None, "--ledger", help="ledger database URL (default $
 @functools.lru_cache(maxsize=4)
 def scenario_ids(scenario: str) -> tuple[frozenset[str], frozenset[str]]:
     """The demand-zone ids and model ids of a scenario (cached: loading takes a second)."""
+    from ..scenario import load_scenario
+
     sc = load_scenario(scenario)
     return frozenset(z.id for z in sc.demand.zones), frozenset(m.id for m in sc.models)
 
@@ -53,6 +57,8 @@ def parse_tokens(text: str, option: str = "TOKENS") -> int:
 
 def parse_price(text: str, models: frozenset[str], scenario: str) -> tuple[str, ModelPrice]:
     """``model=in/out`` (US$ per million input/output tokens; model ``*`` = the default price)."""
+    from ..tenants import ModelPrice
+
     model, eq, rest = text.partition("=")
     model = model.strip()
     pin, slash, pout = rest.partition("/")
@@ -87,6 +93,9 @@ def add_command(
     scenario: str = typer.Option(DEFAULT_SCENARIO, "--scenario", help="scenario whose zones and models are valid"),
 ) -> None:
     """Add a tenant and print its API key (shown once; only its hash is stored)."""
+    from ..ledger import default_ledger_url
+    from ..tenants import Tenant, TenantStore
+
     zones, known_models = scenario_ids(scenario)
     zone = origin.strip().lower()
     if zone not in zones:
@@ -125,6 +134,9 @@ def show_command(
     ledger: str = LEDGER_OPT,
 ) -> None:
     """Tenants with their policy and balance: grant tokens left, reserved and spent, credit US$."""
+    from ..ledger import Ledger, default_ledger_url
+    from ..tenants import TenantStore
+
     url = ledger or default_ledger_url()
     with TenantStore.open(url) as store:
         tenants = [store.get(tenant_id)] if tenant_id is not None else store.list()
@@ -173,6 +185,9 @@ def grant_command(
     ledger: str = LEDGER_OPT,
 ) -> None:
     """Give a tenant free tokens (prompt and completion alike), spent before its credits."""
+    from ..ledger import Ledger, default_ledger_url
+    from ..tenants import TenantStore
+
     amount = parse_tokens(tokens)
     when: datetime | None = None
     if expires is not None:
@@ -198,6 +213,9 @@ def credit_command(
     ledger: str = LEDGER_OPT,
 ) -> None:
     """Add US$ credit to a tenant (charged at the tenant's per-model prices once grants are spent)."""
+    from ..ledger import Ledger, default_ledger_url
+    from ..tenants import TenantStore
+
     if not usd > 0 or round(usd * 1_000_000) <= 0:
         raise UsageError(f"USD {usd} must be a positive amount (at least 0.000001), e.g. 250")
     url = ledger or default_ledger_url()

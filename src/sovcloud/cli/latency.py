@@ -11,17 +11,19 @@ import json
 import math
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import SovcloudError, UnknownEntity
-from .geo import haversine_km
-from .latency import DEFAULT_MODEL, Place, fibre_bound_ms, resolve_place
+from ..errors import SovcloudError, UnknownEntity
+from .common import cli_errors
 
-__all__ = ["latency_command", "scenario_site_coords"]
+if TYPE_CHECKING:
+    from ..latency import Place
+
+__all__ = ["latency_command", "register", "scenario_site_coords"]
 
 
 def _field(record: Any, name: str) -> Any:
@@ -51,7 +53,7 @@ def scenario_site_coords(sites: Any) -> dict[str, tuple[float, float]]:
 
 def _load_sites() -> tuple[dict[str, tuple[float, float]], str | None]:
     """Site coordinates of the bundled scenario, or ``({}, why)`` when it cannot be loaded."""
-    from .scenario import load_scenario  # deferred: only this command needs the scenario
+    from ..scenario import load_scenario
 
     try:
         scenario = load_scenario()
@@ -61,6 +63,8 @@ def _load_sites() -> tuple[dict[str, tuple[float, float]], str | None]:
 
 
 def _resolve(text: str, sites: dict[str, tuple[float, float]], sites_error: str | None) -> Place:
+    from ..latency import resolve_place
+
     try:
         return resolve_place(text, sites)
     except UnknownEntity as exc:
@@ -79,6 +83,9 @@ def latency_command(
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Modelled round-trip time (ms) between two places."""
+    from ..geo import haversine_km
+    from ..latency import DEFAULT_MODEL, fibre_bound_ms
+
     try:
         sites, sites_error = _load_sites()
         a = _resolve(src, sites, sites_error)
@@ -113,3 +120,14 @@ def latency_command(
     console.print(table)
     console.print(f"distance {distance:,.0f} km   RTT {rtt:.1f} ms   (light-in-fibre bound {bound:.1f} ms; "
                   f"stretch {DEFAULT_MODEL.stretch:g}, access {DEFAULT_MODEL.access_ms:g} ms)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``latency`` to ``app``.
+
+    ``ignore_unknown_options`` lets a southern or western ``lat,lon`` such as ``-23.55,-46.63`` stand as
+    a positional argument: click would otherwise read its leading ``-`` as the start of an option. The
+    command has no short options, so no character of a coordinate can be taken for one.
+    """
+    app.command("latency", help="Estimated network round trip between two places (city, country, site id, "
+                "lat,lon).", context_settings={"ignore_unknown_options": True})(cli_errors(latency_command))
