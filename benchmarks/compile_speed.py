@@ -8,8 +8,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from sovcloud.compiled import compile
-from sovcloud.scenario import read_document, validate_document
+from sovcloud.scenario.loader import read_document, validate_document
+from sovcloud.world.compiled import compile
 
 
 def main() -> None:

@@ -28,12 +28,12 @@ from typing import Any
 import orjson
 import uvloop
 
-from sovcloud.emulator import write_fixed_plan
-from sovcloud.gatewayapp import build_gateway, create_app, quiet_gc
-from sovcloud.gatewayconfig import GatewayConfig, UpstreamTarget
-from sovcloud.ledger import Ledger
-from sovcloud.metrics import AccessLog
-from sovcloud.tenants import Tenant, TenantStore
+from sovcloud.gateway.app import build_gateway, create_app, quiet_gc
+from sovcloud.gateway.config import GatewayConfig, UpstreamTarget
+from sovcloud.gateway.emulator import write_fixed_plan
+from sovcloud.gateway.metrics import AccessLog
+from sovcloud.metering.ledger import Ledger
+from sovcloud.metering.tenants import Tenant, TenantStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = str(ROOT / "tests" / "data" / "tiny_a.yaml")

@@ -67,9 +67,9 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from sovcloud.gatewayconfig import TimeoutsConfig, UpstreamTarget
-from sovcloud.upstream import UpstreamError
-from sovcloud.upstreamhttp import HttpUpstream
+from sovcloud.errors import UpstreamError
+from sovcloud.gateway.config import TimeoutsConfig, UpstreamTarget
+from sovcloud.gateway.upstreamhttp import HttpUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = str(ROOT / "tests" / "data" / "tiny_a.yaml")
@@ -323,9 +323,9 @@ def run_load(url: str, key: str | None, conc: int, total: int, warmup: int, stre
 def servers(work: Path, litellm: str | None, overlap: bool = False, metering: str = "leased",
             cores: Cores = Cores(), settings: dict[str, Any] | None = None
             ) -> Iterator[dict[str, tuple[str, str | None, int | None]]]:
-    from sovcloud.emulator import write_fixed_plan
-    from sovcloud.ledger import Ledger
-    from sovcloud.tenants import Tenant, TenantStore
+    from sovcloud.gateway.emulator import write_fixed_plan
+    from sovcloud.metering.ledger import Ledger
+    from sovcloud.metering.tenants import Tenant, TenantStore
     plan = write_fixed_plan(work / "plan.json", SCENARIO, [("de-fra", "h100-sxm", "qwen3-8b", 8, 1)])
     ledger = f"sqlite:///{work / 'ledger.db'}"
     with TenantStore.open(ledger) as store:

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sovcloud.geo import haversine_km
-from sovcloud.latency import DEFAULT_MODEL, FIBRE_KM_PER_MS, FIT_QUANTILE, LatencyModel, calibration_table, fit
+from sovcloud.physics.latency import DEFAULT_MODEL, FIBRE_KM_PER_MS, FIT_QUANTILE, LatencyModel, calibration_table, fit
 
 # --- held-out data ------------------------------------------------------------------------------------------
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import psycopg
 
-from sovcloud.ledger import Ledger
-from sovcloud.ledgerlease import LeasedLedger
-from sovcloud.tenants import ModelPrice, Tenant
+from sovcloud.metering.lease import LeasedLedger
+from sovcloud.metering.ledger import Ledger
+from sovcloud.metering.tenants import ModelPrice, Tenant
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -22,8 +22,7 @@ import time
 
 import numpy as np
 
-from sovcloud.perf import best_split, estimate, goodput_table, resolve_chip, resolve_model
-from sovcloud.perf_calibrate import (
+from sovcloud.physics.calibrate import (
     MAX_UTILISATION,
     CalibrationCase,
     calibrate,
@@ -32,7 +31,8 @@ from sovcloud.perf_calibrate import (
     load_calibration_cases,
     load_moe_calibration_cases,
 )
-from sovcloud.roofline import FAMILY_CONSTANTS, geometry
+from sovcloud.physics.perf import best_split, estimate, goodput_table, resolve_chip, resolve_model
+from sovcloud.physics.roofline import FAMILY_CONSTANTS, geometry
 
 #: Source of the held-out figures (total output tokens/s of one TP group, trtllm-bench max throughput).
 HELD_OUT_SOURCE = (

@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from sovcloud.demand import DemandZone
-from sovcloud.plan import Plan, PlanOptions, make_plan
-from sovcloud.scenario import load_scenario
-from sovcloud.sites import Site
-from sovcloud.world import Scenario
+from sovcloud.plan.make import Plan, PlanOptions, make_plan
+from sovcloud.scenario.demand import DemandZone
+from sovcloud.scenario.loader import load_scenario
+from sovcloud.scenario.model import Scenario
+from sovcloud.scenario.sites import Site
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "bench_plan_scaling.md"

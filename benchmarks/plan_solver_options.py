@@ -14,11 +14,11 @@ import time
 import highspy
 import numpy as np
 
-from sovcloud.compiled import compile
-from sovcloud.planinputs import plan_inputs
-from sovcloud.planmodel import build_model, trim_idle_servers
-from sovcloud.scenario import load_scenario
-from sovcloud.solver import solve
+from sovcloud.plan.inputs import plan_inputs
+from sovcloud.plan.model import build_model, trim_idle_servers
+from sovcloud.plan.solver import solve
+from sovcloud.scenario.loader import load_scenario
+from sovcloud.world.compiled import compile
 
 
 def _relaxed(model: object, method: str) -> tuple[float, float]:

@@ -21,8 +21,8 @@ import time
 import numpy as np
 import simpy
 
-from sovcloud.sim import SimConfig, simulate
-from sovcloud.simcore import Engine, erlang_c_wait, fcfs_starts
+from sovcloud.sim.core import Engine, erlang_c_wait, fcfs_starts
+from sovcloud.sim.run import SimConfig, simulate
 
 
 def simpy_waits(arrivals: np.ndarray, service: np.ndarray, servers: int) -> np.ndarray:

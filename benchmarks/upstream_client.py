@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 import uvloop
 
-from sovcloud.gatewayconfig import TimeoutsConfig, UpstreamTarget
-from sovcloud.upstream import AiohttpUpstream, UpstreamClient
-from sovcloud.upstreamhttp import HttpUpstream
+from sovcloud.gateway.config import TimeoutsConfig, UpstreamTarget
+from sovcloud.gateway.upstream import AiohttpUpstream, UpstreamClient
+from sovcloud.gateway.upstreamhttp import HttpUpstream
 
 TOKENS = 20
 

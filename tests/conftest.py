@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from sovcloud.compiled import World, compile
-from sovcloud.plan import make_plan
-from sovcloud.planio import write_plan
-from sovcloud.scenario import load_scenario
-from sovcloud.world import Scenario
+from sovcloud.plan.io import write_plan
+from sovcloud.plan.make import make_plan
+from sovcloud.scenario.loader import load_scenario
+from sovcloud.scenario.model import Scenario
+from sovcloud.world.compiled import World, compile
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,25 @@
 """The one exception tree of sovcloud.
 
-Library code raises these; the CLI maps each to a one-line message (or one line per
-problem for scenario errors) and an exit code, never a traceback.
+Library code raises these; the CLI maps each to a one-line message (or one line per problem for scenario
+errors) and an exit code, never a traceback; the gateway maps :class:`ApiError` to an OpenAI-style error body.
+Catching :class:`SovcloudError` catches every error sovcloud raises on purpose::
+
+    SovcloudError
+    ├── UsageError                      a command-line option the command cannot use (exit 2)
+    ├── ScenarioError                   scenario problems, each with file:line, field, value and fix (exit 2)
+    ├── ScenarioNotFound, UnknownEntity a scenario, chip, model, site, zone or city that does not exist (exit 2)
+    ├── PhysicsError                    physics inputs that cannot be evaluated (exit 2)
+    ├── PlanError                       the planner
+    │   ├── SolveError                  the solver failed so that no plan can be reported
+    │   └── PlanFileError               a plan.json or simulation summary that is missing or malformed (exit 2)
+    ├── TraceError                      a request trace that cannot be read (exit 2)
+    ├── GatewayError                    the live gateway
+    │   ├── ConfigError                 a gateway, emulator or tenant setting that cannot be used (exit 2)
+    │   ├── ApiError                    a refusal in OpenAI's error format (HTTP status, type, param, code)
+    │   └── UpstreamError               a backend that could not be reached or broke off
+    └── LedgerError                     metering: the ledger cannot be opened or written
+        ├── LedgerValueError            an amount, option or date the ledger cannot take (also a ValueError)
+        └── InsufficientFunds           grants and credits cannot cover a request's worst-case cost
 """
 
 from __future__ import annotations
@@ -9,17 +27,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "ApiError",
     "ConfigError",
+    "GatewayError",
     "InsufficientFunds",
     "LedgerError",
+    "LedgerValueError",
     "PhysicsError",
+    "PlanError",
     "PlanFileError",
     "Problem",
     "ScenarioError",
     "ScenarioNotFound",
+    "SolveError",
     "SovcloudError",
     "TraceError",
     "UnknownEntity",
+    "UpstreamError",
     "UsageError",
 ]
 
@@ -83,7 +107,15 @@ class PhysicsError(SovcloudError):
     exit_code = 2
 
 
-class PlanFileError(SovcloudError):
+class PlanError(SovcloudError):
+    """Base of the planner's errors."""
+
+
+class SolveError(PlanError):
+    """The solver failed in a way no plan can be reported for."""
+
+
+class PlanFileError(PlanError):
     """A plan.json (or its Parquet tables) that is missing, malformed or of another schema version."""
 
     exit_code = 2
@@ -95,14 +127,41 @@ class TraceError(SovcloudError):
     exit_code = 2
 
 
-class ConfigError(SovcloudError):
+class GatewayError(SovcloudError):
+    """Base of the live gateway's errors."""
+
+
+class ConfigError(GatewayError):
     """A gateway, emulator or tenant configuration value that cannot be used."""
 
     exit_code = 2
 
 
+class ApiError(GatewayError):
+    """A refusal in OpenAI's error format: HTTP status, message, type, param and code.
+
+    The HTTP boundary turns it into ``{"error": {"message", "type", "param", "code"}}`` with its status and headers.
+    """
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers or {}
+
+
+class UpstreamError(GatewayError):
+    """The upstream could not be reached or broke off (connection, timeout, protocol)."""
+
+
 class LedgerError(SovcloudError):
     """The metering ledger cannot be opened or written (database unreachable, schema mismatch)."""
+
+
+class LedgerValueError(LedgerError, ValueError):
+    """An amount, option or date the ledger cannot take (a negative token count, an expiry in the past)."""
+
+    exit_code = 2
 
 
 class InsufficientFunds(LedgerError):

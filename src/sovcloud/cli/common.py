@@ -13,7 +13,7 @@ from typing import ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from ..errors import ScenarioError, SovcloudError
+from sovcloud.errors import ScenarioError, SovcloudError
 
 __all__ = ["cli_errors", "err_console", "out_console"]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from ..errors import UsageError
+from sovcloud.errors import UsageError
+
 from .common import cli_errors, out_console
 
 __all__ = ["register"]
@@ -28,7 +29,7 @@ def serve(
     _check_port(port)
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise UsageError(f"--log-level {log_level!r}: use debug, info, warning or error")
-    from ..gatewayapp import serve as serve_gateway
+    from sovcloud.gateway.app import serve as serve_gateway
 
     serve_gateway(config, host, port, log_level.lower())
 
@@ -57,10 +58,10 @@ def emulate(
         raise UsageError(f"--output-tokens {output_tokens} must be >= 1")
     import uvicorn
 
-    from ..emulator import Emulator, EmulatorOptions
-    from ..gatewayapp import quiet_gc
-    from ..gatewayconfig import plan_backends, write_gateway_config
-    from ..metrics import configure_json_logging
+    from sovcloud.gateway.app import quiet_gc
+    from sovcloud.gateway.config import plan_backends, write_gateway_config
+    from sovcloud.gateway.emulator import Emulator, EmulatorOptions
+    from sovcloud.gateway.metrics import configure_json_logging
 
     _, backends = plan_backends(plan, scenario, period)
     if len(backends) == 0:

@@ -17,11 +17,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import SovcloudError, UnknownEntity
+from sovcloud.errors import SovcloudError, UnknownEntity
+
 from .common import cli_errors
 
 if TYPE_CHECKING:
-    from ..latency import Place
+    from sovcloud.physics.latency import Place
 
 __all__ = ["latency_command", "register", "scenario_site_coords"]
 
@@ -53,7 +54,7 @@ def scenario_site_coords(sites: Any) -> dict[str, tuple[float, float]]:
 
 def _load_sites() -> tuple[dict[str, tuple[float, float]], str | None]:
     """Site coordinates of the bundled scenario, or ``({}, why)`` when it cannot be loaded."""
-    from ..scenario import load_scenario
+    from sovcloud.scenario.loader import load_scenario
 
     try:
         scenario = load_scenario()
@@ -63,7 +64,7 @@ def _load_sites() -> tuple[dict[str, tuple[float, float]], str | None]:
 
 
 def _resolve(text: str, sites: dict[str, tuple[float, float]], sites_error: str | None) -> Place:
-    from ..latency import resolve_place
+    from sovcloud.physics.latency import resolve_place
 
     try:
         return resolve_place(text, sites)
@@ -83,8 +84,8 @@ def latency_command(
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Modelled round-trip time (ms) between two places."""
-    from ..geo import haversine_km
-    from ..latency import DEFAULT_MODEL, fibre_bound_ms
+    from sovcloud.geo import haversine_km
+    from sovcloud.physics.latency import DEFAULT_MODEL, fibre_bound_ms
 
     try:
         sites, sites_error = _load_sites()

@@ -16,12 +16,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import PhysicsError
-from ..vocab import SLO_SCENARIOS as SCENARIOS
+from sovcloud.errors import PhysicsError
+from sovcloud.vocab import SLO_SCENARIOS as SCENARIOS
+
 from .common import cli_errors
 
 if TYPE_CHECKING:
-    from ..perf import PerfResult
+    from sovcloud.physics.perf import PerfResult
 
 __all__ = ["perf_command", "register", "render_table"]
 
@@ -77,7 +78,7 @@ def perf_command(
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Estimate batch, TTFT, TPOT and goodput per chip of one deployment."""
-    from ..perf import best_split, estimate
+    from sovcloud.physics.perf import best_split, estimate
 
     ttft_slo, tpot_slo = ttft, tpot
     if scenario is not None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ..errors import UsageError
-from ..vocab import DEFAULT_SCENARIO
+from sovcloud.errors import UsageError
+from sovcloud.vocab import DEFAULT_SCENARIO
+
 from .common import cli_errors, out_console
 
 __all__ = ["register"]
@@ -34,12 +35,12 @@ def plan(
         raise UsageError(f"--time-limit {time_limit} must be positive, e.g. 60")
     if gap is not None and not 0 < gap < 1:
         raise UsageError(f"--gap {gap} must be between 0 and 1, e.g. 0.01")
-    from ..plan import PlanOptions, make_plan
-    from ..planio import write_plan
-    from ..planreport import print_summary
-    from ..report import write_report
-    from ..scenario import load_scenario
-    from ..shocks import parse_shock
+    from sovcloud.plan.io import write_plan
+    from sovcloud.plan.make import PlanOptions, make_plan
+    from sovcloud.plan.summary import print_summary
+    from sovcloud.report.write import write_report
+    from sovcloud.scenario.loader import load_scenario
+    from sovcloud.scenario.shocks import parse_shock
 
     shocks = [parse_shock(s) for s in (shock or [])]
     sc = load_scenario(path or DEFAULT_SCENARIO)

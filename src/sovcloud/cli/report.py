@@ -24,7 +24,7 @@ def report_command(
                                                                "plan.json)"),
 ) -> None:
     """Write the self-contained HTML report of a plan (map, charts, shortfalls, sources), opening offline."""
-    from ..report import write_report
+    from sovcloud.report.write import write_report
 
     folder = plan if plan.is_dir() else plan.parent
     target = out if out is not None else folder / "report.html"

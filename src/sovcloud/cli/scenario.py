@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
-from ..errors import UsageError
-from ..vocab import DEFAULT_SCENARIO
+from sovcloud.errors import UsageError
+from sovcloud.vocab import DEFAULT_SCENARIO
+
 from .common import cli_errors, out_console
 
 __all__ = ["register"]
@@ -19,17 +20,17 @@ PATH_HELP = f"scenario YAML or bundled name (default {DEFAULT_SCENARIO})"
 
 def show(path: str = typer.Argument(None, help=PATH_HELP)) -> None:
     """Print the scenario as readable tables: regions, new sites, chips, models, demand, policies."""
-    from ..compiled import compile as compile_world
-    from ..display import show_world
-    from ..scenario import load_scenario
+    from sovcloud.scenario.loader import load_scenario
+    from sovcloud.world.compiled import compile as compile_world
+    from sovcloud.world.display import show_world
 
     show_world(compile_world(load_scenario(path or DEFAULT_SCENARIO)), out_console)
 
 
 def validate(path: str = typer.Argument(..., help="scenario YAML file (or bundled name)")) -> None:
     """Check a scenario and report every problem at once (file:line, field, value, fix); exit 2 if any."""
-    from ..compiled import compile as compile_world
-    from ..scenario import load_scenario
+    from sovcloud.scenario.loader import load_scenario
+    from sovcloud.world.compiled import compile as compile_world
 
     sc = load_scenario(path)
     world = compile_world(sc)
@@ -56,7 +57,7 @@ def schema(
     overlay: bool = typer.Option(False, "--overlay", help="no required fields (for files that use extends)"),
 ) -> None:
     """Write the scenario JSON Schema (for editor completion and checks)."""
-    from ..world import Scenario
+    from sovcloud.scenario.model import Scenario
 
     doc = Scenario.model_json_schema()
     doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"

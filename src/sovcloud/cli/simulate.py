@@ -13,7 +13,8 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..errors import UsageError
+from sovcloud.errors import UsageError
+
 from .common import cli_errors, err_console, out_console
 
 __all__ = ["register", "simulate_command"]
@@ -42,8 +43,8 @@ def simulate_command(
     """Replay real or synthetic traffic through a plan, under shocks; write summary.json and Parquet."""
     if synthetic and trace is not None:
         raise UsageError("--synthetic and --trace exclude each other; fix: give one of them")
-    from ..sim import SimConfig, simulate
-    from ..simoutput import build_outputs, print_summary, write_outputs
+    from sovcloud.sim.output import build_outputs, print_summary, write_outputs
+    from sovcloud.sim.run import SimConfig, simulate
 
     config = SimConfig(trace=trace, hours=hours, sample=sample, seed=seed, tick_s=tick, queue_factor=queue_factor,
                        burstiness=burstiness, start_hour=start_hour, trace_scale=trace_scale,

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from ..errors import UsageError
-from ..vocab import DEFAULT_SCENARIO
+from sovcloud.errors import UsageError
+from sovcloud.vocab import DEFAULT_SCENARIO
+
 from .common import cli_errors, out_console
 
 if TYPE_CHECKING:
-    from ..tenants import ModelPrice
+    from sovcloud.metering.tenants import ModelPrice
 
 __all__ = ["parse_price", "parse_tokens", "register", "scenario_ids"]
 
@@ -35,7 +36,7 @@ LEDGER_OPT = typer.Option(None, "--ledger", help="ledger database URL (default $
 @functools.lru_cache(maxsize=4)
 def scenario_ids(scenario: str) -> tuple[frozenset[str], frozenset[str]]:
     """The demand-zone ids and model ids of a scenario (cached: loading takes a second)."""
-    from ..scenario import load_scenario
+    from sovcloud.scenario.loader import load_scenario
 
     sc = load_scenario(scenario)
     return frozenset(z.id for z in sc.demand.zones), frozenset(m.id for m in sc.models)
@@ -57,7 +58,7 @@ def parse_tokens(text: str, option: str = "TOKENS") -> int:
 
 def parse_price(text: str, models: frozenset[str], scenario: str) -> tuple[str, ModelPrice]:
     """``model=in/out`` (US$ per million input/output tokens; model ``*`` = the default price)."""
-    from ..tenants import ModelPrice
+    from sovcloud.metering.tenants import ModelPrice
 
     model, eq, rest = text.partition("=")
     model = model.strip()
@@ -93,8 +94,8 @@ def add_command(
     scenario: str = typer.Option(DEFAULT_SCENARIO, "--scenario", help="scenario whose zones and models are valid"),
 ) -> None:
     """Add a tenant and print its API key (shown once; only its hash is stored)."""
-    from ..ledger import default_ledger_url
-    from ..tenants import Tenant, TenantStore
+    from sovcloud.metering.ledger import default_ledger_url
+    from sovcloud.metering.tenants import Tenant, TenantStore
 
     zones, known_models = scenario_ids(scenario)
     zone = origin.strip().lower()
@@ -134,8 +135,8 @@ def show_command(
     ledger: str = LEDGER_OPT,
 ) -> None:
     """Tenants with their policy and balance: grant tokens left, reserved and spent, credit US$."""
-    from ..ledger import Ledger, default_ledger_url
-    from ..tenants import TenantStore
+    from sovcloud.metering.ledger import Ledger, default_ledger_url
+    from sovcloud.metering.tenants import TenantStore
 
     url = ledger or default_ledger_url()
     with TenantStore.open(url) as store:
@@ -185,8 +186,8 @@ def grant_command(
     ledger: str = LEDGER_OPT,
 ) -> None:
     """Give a tenant free tokens (prompt and completion alike), spent before its credits."""
-    from ..ledger import Ledger, default_ledger_url
-    from ..tenants import TenantStore
+    from sovcloud.metering.ledger import Ledger, default_ledger_url
+    from sovcloud.metering.tenants import TenantStore
 
     amount = parse_tokens(tokens)
     when: datetime | None = None
@@ -213,8 +214,8 @@ def credit_command(
     ledger: str = LEDGER_OPT,
 ) -> None:
     """Add US$ credit to a tenant (charged at the tenant's per-model prices once grants are spent)."""
-    from ..ledger import Ledger, default_ledger_url
-    from ..tenants import TenantStore
+    from sovcloud.metering.ledger import Ledger, default_ledger_url
+    from sovcloud.metering.tenants import TenantStore
 
     if not usd > 0 or round(usd * 1_000_000) <= 0:
         raise UsageError(f"USD {usd} must be a positive amount (at least 0.000001), e.g. 250")

@@ -1,0 +1,4 @@
+"""The physics: network latency, inference performance (roofline, calibration, omni), energy, water, carbon.
+
+May import sovcloud.scenario and the foundation (errors, vocab, geo).
+"""

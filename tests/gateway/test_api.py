@@ -1,0 +1,204 @@
+"""The gateway's request side in process: every malformed input gets the right 4xx with a clear message."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from sovcloud.errors import ApiError, InsufficientFunds
+from sovcloud.gateway.api import IMAGE_TOKENS, parse_body, validate_chat, validate_completion
+from sovcloud.gateway.app import create_app
+from sovcloud.gateway.stream import SseRelay
+from sovcloud.metering.book import Reservation
+from sovcloud.metering.tenants import Tenant
+from sovcloud.routing.router import RouteTable
+from tests.support.gateway import FakeLedger, FakeUpstream, fake_gateway, run
+
+TABLE = RouteTable(zones=("z-eu", "z-us"), models=("m1", "m2", "m3"), backend_ids=("eu/m1/c", "us/m1/c", "eu/m2/c"),
+                   backend_site=("eu", "us", "eu"), model=np.array([0, 0, 1]),
+                   allowed=np.array([[True, False, True], [True, True, True]]),
+                   rtt_ms=np.array([[5.0, 90.0, 5.0], [90.0, 5.0, 90.0]]))
+TENANTS = {"sk-sov-eu": Tenant("eu", "EU", "z-eu", allowed_models=frozenset({"m1", "m3"}), rpm=1000),
+           "sk-sov-slow": Tenant("slow", "Slow", "z-us", rpm=1)}
+AUTH = {"Authorization": "Bearer sk-sov-eu"}
+CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+
+
+async def _call(method: str, path: str, *, gw_kw: dict[str, Any] | None = None, upstream: FakeUpstream | None = None,
+                ledger: Any = None, **kw: Any) -> httpx.Response:
+    gw = fake_gateway(TABLE, upstream or FakeUpstream(), TENANTS, ledger, **(gw_kw or {}))
+    app = create_app(gw, health_checks=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        return await client.request(method, path, **kw)
+
+
+def call(method: str, path: str, **kw: Any) -> httpx.Response:
+    resp: httpx.Response = run(_call(method, path, **kw))
+    return resp
+
+
+def _error(resp: httpx.Response, status: int, code: str | None, param: str | None = None) -> str:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert err["code"] == code, err
+    if param is not None:
+        assert err["param"] == param, err
+    return str(err["message"])
+
+
+def test_a_good_request_is_routed_inside_the_residency_set_and_audited() -> None:
+    r = call("POST", "/v1/chat/completions", json=CHAT, headers={**AUTH, "x-sovcloud-client-zone": "z-us"})
+    assert r.status_code == 200, r.text
+    # the client is in the US, next to the US backend, but the data is EU data
+    assert r.headers["x-sovcloud-region"] == "eu" and r.headers["x-sovcloud-backend"] == "eu/m1/c"
+    assert r.headers["x-sovcloud-policy"] == "origin=z-eu; rule=rule; decision=ok"
+    assert r.headers["x-sovcloud-request-id"] and r.json()["usage"]["completion_tokens"] == 3
+
+
+def test_malformed_bodies_are_400_with_the_reason() -> None:
+    post = "/v1/chat/completions"
+    assert "not valid JSON" in _error(call("POST", post, content=b"{nope", headers=AUTH), 400, "invalid_json")
+    assert "JSON object" in _error(call("POST", post, content=b"[1, 2]", headers=AUTH), 400, "invalid_json")
+    assert "empty" in _error(call("POST", post, content=b"", headers=AUTH), 400, None)
+    bad_utf8 = b'{"model": "m1", "messages": [{"role": "user", "content": "\xff\xfe"}]}'
+    assert "UTF-8" in _error(call("POST", post, content=bad_utf8, headers=AUTH), 400, "invalid_encoding")
+    cases = [({**CHAT, "messages": "hi"}, "messages"), ({**CHAT, "messages": []}, "messages"),
+             ({**CHAT, "max_tokens": "5"}, "max_tokens"), ({**CHAT, "max_tokens": 0}, "max_tokens"),
+             ({**CHAT, "max_tokens": 10**9}, "max_tokens"), ({**CHAT, "temperature": 7}, "temperature"),
+             ({**CHAT, "stream": "yes"}, "stream"), ({**CHAT, "model": 3}, "model"),
+             ({**CHAT, "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+             ({**CHAT, "messages": [{"role": ["user"], "content": "x"}]}, "messages[0].role"),
+             ({**CHAT, "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+             ({**CHAT, "messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
+             ({**CHAT, "n": 99}, "n"), ({**CHAT, "stop": [1]}, "stop")]
+    for body, param in cases:
+        _error(call("POST", post, json=body, headers=AUTH), 400, None, param)
+    _error(call("POST", "/v1/completions", json={"model": "m1", "prompt": [[]]}, headers=AUTH), 400, None, "prompt")
+    _error(call("POST", "/v1/embeddings", json={"model": "m1"}, headers=AUTH), 400, None, "input")
+
+
+def test_a_10_mb_body_is_413_with_or_without_content_length() -> None:
+    big = b'{"model": "m1", "messages": [{"role": "user", "content": "' + b"a" * 10_000_000 + b'"}]}'
+    assert "limit" in _error(call("POST", "/v1/chat/completions", content=big, headers=AUTH), 413, "body_too_large")
+
+    async def chunks() -> Any:
+        for i in range(0, len(big), 1 << 20):
+            yield big[i:i + (1 << 20)]
+    _error(call("POST", "/v1/chat/completions", content=chunks(), headers=AUTH), 413, "body_too_large")
+
+
+def test_keys_models_zones_and_paths() -> None:
+    post = "/v1/chat/completions"
+    assert "API key" in _error(call("POST", post, json=CHAT), 401, "invalid_api_key")
+    _error(call("POST", post, json=CHAT, headers={"Authorization": "Bearer sk-sov-wrong"}), 401, "invalid_api_key")
+    _error(call("POST", post, json=CHAT, headers={"Authorization": "Basic sk-sov-eu"}), 401, "invalid_api_key")
+    _error(call("GET", "/v1/models"), 401, "invalid_api_key")
+    msg = _error(call("POST", post, json={**CHAT, "model": "gpt-9"}, headers=AUTH), 404, "model_not_found", "model")
+    assert "gpt-9" in msg
+    _error(call("POST", post, json={**CHAT, "model": "m3"}, headers=AUTH), 404, "model_not_found")  # served nowhere
+    assert "may not use" in _error(call("POST", post, json={**CHAT, "model": "m2"}, headers=AUTH), 403,
+                                   "model_not_allowed")
+    _error(call("POST", post, json=CHAT, headers={**AUTH, "x-sovcloud-client-zone": "mars"}), 400, "unknown_zone")
+    _error(call("GET", "/v2/anything"), 404, "unknown_url")
+    _error(call("GET", "/v1/chat/completions"), 405, "method_not_allowed")
+    models = call("GET", "/v1/models", headers=AUTH).json()
+    assert [m["id"] for m in models["data"]] == ["m1"] and models["data"][0]["sovcloud_regions"] == ["eu"]
+
+
+def test_rate_limits_and_insufficient_quota() -> None:
+    async def two() -> list[httpx.Response]:
+        gw = fake_gateway(TABLE, FakeUpstream(), TENANTS)
+        app = create_app(gw, health_checks=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+            h = {"Authorization": "Bearer sk-sov-slow"}
+            return [await c.post("/v1/chat/completions", json=CHAT, headers=h) for _ in range(2)]
+    first, second = run(two())
+    assert first.status_code == 200
+    assert "requests per minute" in _error(second, 429, "rate_limit_exceeded") and second.headers["retry-after"]
+
+    class Broke(FakeLedger):
+        async def reserve(self, tenant: Tenant, request_id: str, model: str, prompt_tokens: int,
+                          max_tokens: int) -> Reservation:
+            raise InsufficientFunds("needs 20 tokens, has 3")
+    r = call("POST", "/v1/chat/completions", json=CHAT, headers=AUTH, ledger=Broke())
+    assert "needs 20 tokens" in _error(r, 402, "insufficient_quota")
+    assert r.json()["error"]["type"] == "insufficient_quota"
+
+
+def test_overlapped_reservation_never_delivers_what_it_could_not_reserve() -> None:
+    class Broke(FakeLedger):
+        async def reserve(self, tenant: Tenant, request_id: str, model: str, prompt_tokens: int,
+                          max_tokens: int) -> Reservation:
+            await asyncio.sleep(0.01)  # the upstream answers first
+            raise InsufficientFunds("needs 20 tokens, has 3")
+
+    async def go() -> tuple[list[httpx.Response], FakeUpstream]:
+        upstream = FakeUpstream()
+        gw = fake_gateway(TABLE, upstream, TENANTS, Broke(), overlap_reservation=True)
+        app = create_app(gw, health_checks=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+            out = [await c.post("/v1/chat/completions", json={**CHAT, "stream": s}, headers=AUTH)
+                   for s in (True, False)]
+        return out, upstream
+    (stream, plain), upstream = run(go())
+    for r in (stream, plain):
+        _error(r, 402, "insufficient_quota")
+        assert "data:" not in r.text and "hi" not in r.text
+    assert upstream.calls == ["eu/m1/c"]  # the first went upstream speculatively; after a refusal, no more
+
+    ledger = FakeLedger()
+    r = call("POST", "/v1/chat/completions", json=CHAT, headers=AUTH, ledger=ledger,
+             gw_kw={"overlap_reservation": True})
+    assert r.status_code == 200 and ledger.settled == [("eu", 5, 3)]
+
+
+def test_upstream_client_errors_pass_through_and_release_the_reservation() -> None:
+    ledger = FakeLedger()
+    r = call("POST", "/v1/chat/completions", json=CHAT, headers=AUTH, ledger=ledger,
+             upstream=FakeUpstream({"eu/m1/c": "400"}))
+    assert r.status_code == 400 and r.headers["x-sovcloud-backend"] == "eu/m1/c"
+    assert ledger.released == ["eu"] and ledger.settled == []
+
+
+def test_streams_are_metered_before_forwarding_and_usage_is_only_sent_when_asked() -> None:
+    ledger = FakeLedger()
+    body = {**CHAT, "stream": True}
+    r = call("POST", "/v1/chat/completions", json=body, headers=AUTH, ledger=ledger)
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+    events = [e for e in r.text.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]" and not any("usage" in e for e in events)
+    assert ledger.settled == [("eu", 5, 3)] and max(ledger.progress_marks) == 3 and 1 in ledger.progress_marks
+    r = call("POST", "/v1/chat/completions", json={**body, "stream_options": {"include_usage": True}}, headers=AUTH)
+    assert any('"usage"' in e for e in r.text.split("\n\n"))
+
+
+def test_sse_relay_splits_counts_and_filters() -> None:
+    relay = SseRelay(include_usage=False)
+    a = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choi'
+    out, n = relay.feed(a)
+    assert n == 1 and out.endswith(b"\n\n") and out.count(b"data:") == 1
+    out, n = relay.feed(b'ces":[{"delta":{"content":"b"}}]}\r\n\r\ndata: {"choices":[],"usage":{"prompt_tokens":2,'
+                        b'"completion_tokens":2}}\n\ndata: [DONE]\n\n')
+    assert n == 1 and b"usage" not in out and out.endswith(b"data: [DONE]\n\n")
+    assert relay.usage == {"prompt_tokens": 2, "completion_tokens": 2} and relay.done and relay.tokens == 2
+
+
+def test_prompt_estimates_are_conservative_and_count_parts() -> None:
+    parts = [{"type": "text", "text": "abc" * 10}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+             {"type": "input_audio", "input_audio": {"data": "A" * 4000, "format": "wav"}},
+             {"type": "video_url", "video_url": {"url": "https://x/v.mp4"}}]
+    p = validate_chat({"model": "m", "messages": [{"role": "user", "content": parts}]}, 16, 100)
+    assert p.prompt_tokens == 3 + 4 + 10 + IMAGE_TOKENS + (16 + 30) + IMAGE_TOKENS
+    assert p.max_tokens == 16 and p.body["max_tokens"] == 16  # the default is sent upstream: a real bound
+    c = validate_completion({"model": "m", "prompt": [[1, 2, 3], [4]], "max_tokens": 5, "n": 2}, 16, 100)
+    assert (c.prompt_tokens, c.max_tokens) == (4, 5 * 2 * 2)
+    with pytest.raises(ApiError, match="UTF-8"):
+        parse_body(b'"\xff"')
+    assert orjson.loads(orjson.dumps(p.body))["messages"][0]["content"][1]["type"] == "image_url"

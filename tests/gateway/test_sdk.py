@@ -1,0 +1,87 @@
+"""The official openai SDK against a real gateway (uvicorn) in front of the emulator: streaming and not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from sovcloud.gateway.app import build_gateway, create_app
+from sovcloud.gateway.config import load_gateway_config, plan_backends
+from sovcloud.gateway.emulator import Emulator, EmulatorOptions
+from sovcloud.metering.ledger import Ledger
+from sovcloud.metering.tenants import Tenant, TenantStore
+from tests.support.gateway import serve_app, tiny_plan
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    tmp = tmp_path_factory.mktemp("sdk")
+    plan = tiny_plan(tmp)
+    _, backends = plan_backends(plan)
+    emu = Emulator(backends, EmulatorOptions(fixed_ms=2, chunks=5, chunk_ms=1))
+    ledger = f"sqlite:///{tmp / 'ledger.db'}"
+    with TenantStore.open(ledger) as store:
+        key = store.add(Tenant("sdk", "SDK user", "z-fr"))
+        poor = store.add(Tenant("poor", "No grant", "z-fr"))
+    Ledger.open(ledger).grant("sdk", 10**6, None)
+    with serve_app(emu.app()) as emu_url:
+        cfg = tmp / "gw.yaml"
+        cfg.write_text(f"plan: {plan}\nledger: {ledger}\nupstreams: {{default_url: '{emu_url}/{{backend}}/v1'}}\n",
+                       encoding="utf-8")
+        gw, start, stop = build_gateway(load_gateway_config(cfg), "sdk")
+        with serve_app(create_app(gw, start, stop)) as url:
+            yield url + "/v1", key, poor
+
+
+@pytest.fixture
+def client(gateway: tuple[str, str, str]) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway[0], api_key=gateway[1], max_retries=0) as c:
+        yield c
+
+
+def test_chat_completion_plain_and_streamed(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="qwen3-8b", messages=[{"role": "user", "content": "Bonjour"}], max_tokens=4)
+    out = raw.parse()
+    assert out.choices[0].message.content and out.usage is not None and out.usage.completion_tokens == 4
+    assert raw.headers["x-sovcloud-region"] in ("de-fra", "fr-par")
+    assert raw.headers["x-sovcloud-policy"] == "origin=z-fr; rule=eu; decision=ok"
+    with client.chat.completions.create(model="qwen3-8b", messages=[{"role": "user", "content": "Salut"}],
+                                        max_tokens=5, stream=True, stream_options={"include_usage": True}) as stream:
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+    with client.chat.completions.create(model="qwen3-8b", messages=[{"role": "user", "content": "Salut"}],
+                                        stream=True) as stream:
+        assert all(c.usage is None for c in stream)  # not asked for: not sent
+
+
+def test_omni_parts_completions_embeddings_and_models(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(model="qwen3-8b", max_tokens=2, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is in this image?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}])
+    assert out.choices[0].message.content
+    comp = client.completions.create(model="qwen3-8b", prompt="Once upon a time", max_tokens=3)
+    assert comp.choices[0].text and comp.usage is not None and comp.usage.completion_tokens == 3
+    with client.completions.create(model="qwen3-8b", prompt=[1, 2, 3], max_tokens=3, stream=True) as stream:
+        assert "".join(c.choices[0].text for c in stream if c.choices)
+    emb = client.embeddings.create(model="qwen3-8b", input=["a", "b"])
+    assert len(emb.data) == 2 and emb.usage.prompt_tokens > 0
+    assert [m.id for m in client.models.list()] == ["qwen3-8b"]
+
+
+def test_sdk_errors_map_to_the_right_exceptions(gateway: tuple[str, str, str], client: openai.OpenAI) -> None:
+    with openai.OpenAI(base_url=gateway[0], api_key="sk-sov-not-a-key", max_retries=0) as bad, \
+            pytest.raises(openai.AuthenticationError, match="Incorrect API key"):
+        bad.models.list()
+    with pytest.raises(openai.NotFoundError, match="gpt-5"):
+        client.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.chat.completions.create(model="qwen3-8b", messages=[{"role": "user", "content": "x"}], max_tokens=-1)
+    # default retries: a 402 is not retried
+    with openai.OpenAI(base_url=gateway[0], api_key=gateway[2]) as poor, pytest.raises(openai.APIStatusError) as info:
+        poor.chat.completions.create(model="qwen3-8b", messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 402 and info.value.code == "insufficient_quota"
