@@ -137,15 +137,87 @@ def _scaled(values: pd.Series, largest: float, lo: float, hi: float) -> list[flo
     return [lo + (hi - lo) * math.sqrt(max(v, 0.0) / largest) if largest > 0 else lo for v in values]
 
 
+#: The base map: Natural Earth projection at 1:110M, land and borders drawn, polar caps cut.
+GEO: dict[str, Any] = {
+    "scope": "world", "resolution": 110, "projection": {"type": "natural earth"},
+    "showland": True, "landcolor": "#eef1f4", "showcountries": True, "countrycolor": "#c3c9d1",
+    "countrywidth": 0.5, "showcoastlines": True, "coastlinecolor": "#9aa5b1", "coastlinewidth": 0.6,
+    "showocean": False, "showlakes": False, "showrivers": False, "showsubunits": False, "showframe": True,
+    "framecolor": "#c3c9d1", "bgcolor": "rgba(0,0,0,0)", "lataxis": {"range": [-58, 85]},
+}
+#: Line width of a flow by its share of the largest flow: (from, to, width).
+FLOW_WIDTHS = ((0.0, 0.1, 1.0), (0.1, 0.4, 2.0), (0.4, 1.01, 3.5))
+Coords = dict[str, float]
+
+
+def _flow_traces(fp: pd.DataFrame, max_flow: float, top: int, zone_at: tuple[Coords, Coords],
+                 site_at: tuple[Coords, Coords]) -> list[go.Scattergeo]:
+    """One period's flows: lines in three widths, and a hover marker at each flow's midpoint."""
+    (zlat, zlon), (slat, slon) = zone_at, site_at
+    traces: list[go.Scattergeo] = []
+    for lo, hi, width in FLOW_WIDTHS:
+        part = fp[(fp["served"] >= lo * max_flow) & (fp["served"] < hi * max_flow)]
+        if not len(part):
+            continue
+        lats: list[float | None] = []
+        lons: list[float | None] = []
+        for zone, site in zip(part["zone"], part["site"], strict=True):
+            lats += [zlat[zone], slat[site], None]
+            lons += [zlon[zone], slon[site], None]
+        traces.append(go.Scattergeo(lat=lats, lon=lons, mode="lines",
+                                    line={"width": width, "color": "rgba(35,70,140,0.45)"}, hoverinfo="skip",
+                                    name=f"flows (top {top})", legendgroup="flows", showlegend=not traces))
+    mids = [_midpoint(zlat[z], zlon[z], slat[s], slon[s]) for z, s in zip(fp["zone"], fp["site"], strict=True)]
+    traces.append(go.Scattergeo(lat=[m[0] for m in mids], lon=[m[1] for m in mids], mode="markers",
+                                marker={"size": 5, "color": "rgba(35,70,140,0.55)"}, name="flow", legendgroup="flows",
+                                showlegend=False, hovertemplate="%{text}<extra></extra>",
+                                text=[f"<b>{z} → {s}</b><br>{v:,.1f} Mtok/day · RTT {r:.0f} ms<br>{w}"
+                                      for z, s, v, r, w in zip(fp["zone"], fp["site"], fp["served"], fp["rtt"],
+                                                               fp["workloads"], strict=True)]))
+    return traces
+
+
+def _zone_traces(zp: pd.DataFrame, groups: list[str], group_color: dict[str, str],
+                 max_demand: float) -> list[go.Scattergeo]:
+    """One period's demand zones, one trace per residency group, sized by demand."""
+    traces = []
+    for g in groups:
+        part = zp[zp["group"] == g]
+        if len(part):
+            traces.append(go.Scattergeo(
+                lat=part["lat"], lon=part["lon"], mode="markers", text=part["text"], name=f"zones: {g}",
+                legendgroup=f"zone-{g}", hovertemplate="%{text}<extra></extra>",
+                marker={"size": _scaled(part["demand"], max_demand, 4, 22), "color": group_color[g],
+                        "opacity": 0.8, "line": {"width": 0.6, "color": "#52606d"}}))
+    return traces
+
+
+def _site_traces(sp: pd.DataFrame, families: list[str], fam_color: dict[str, str],
+                 max_chips: float) -> list[go.Scattergeo]:
+    """One period's sites, one trace per (chip family, site category), sized by chips."""
+    traces = []
+    for fam in [*families, NO_FLEET]:
+        for cat, symbol in SITE_SYMBOLS.items():
+            part = sp[(sp["family"] == fam) & (sp["category"] == cat)]
+            if len(part):
+                traces.append(go.Scattergeo(
+                    lat=part["lat"], lon=part["lon"], mode="markers", text=part["text"], name=f"{fam} · {cat}",
+                    legendgroup=f"site-{fam}-{cat}", hovertemplate="%{text}<extra></extra>",
+                    marker={"size": _scaled(part["chips"], max_chips, 8, 30), "symbol": symbol,
+                            "color": fam_color[fam], "opacity": 0.95, "line": {"width": 1.2, "color": "#1f2933"}}))
+    return traces
+
+
 def map_figure(inp: PlanInputsForReport, top: int = 150) -> tuple[go.Figure, MapNotes]:
     """The world map (see module docstring) and notes on what it shows."""
     ds = inp.world.ds
     site_df, zone_df = _site_frame(inp), _zone_frame(inp)
     flows, totals, share = _top_flows(inp, top)
-    zlat = dict(zip(ds.zone.values.tolist(), ds.zone_lat.values.tolist(), strict=True))
-    zlon = dict(zip(ds.zone.values.tolist(), ds.zone_lon.values.tolist(), strict=True))
-    slat = dict(zip(ds.site.values.tolist(), ds.site_lat.values.tolist(), strict=True))
-    slon = dict(zip(ds.site.values.tolist(), ds.site_lon.values.tolist(), strict=True))
+    zones, sites = ds.zone.values.tolist(), ds.site.values.tolist()
+    zone_at = (dict(zip(zones, ds.zone_lat.values.tolist(), strict=True)),
+               dict(zip(zones, ds.zone_lon.values.tolist(), strict=True)))
+    site_at = (dict(zip(sites, ds.site_lat.values.tolist(), strict=True)),
+               dict(zip(sites, ds.site_lon.values.tolist(), strict=True)))
     families = sorted({f for f in site_df["family"] if f != NO_FLEET})
     fam_color = {**color_map(families, PALETTE), NO_FLEET: "#9a9a9a"}
     groups = sorted(set(zone_df["group"]), key=lambda g: (g.startswith("default"), g))
@@ -153,67 +225,18 @@ def map_figure(inp: PlanInputsForReport, top: int = 150) -> tuple[go.Figure, Map
     max_chips = float(site_df["chips"].max()) if len(site_df) else 0.0
     max_demand = float(zone_df["demand"].max()) if len(zone_df) else 0.0
     max_flow = float(flows["served"].max()) if len(flows) else 0.0
-    last = inp.periods[-1]
     fig = go.Figure()
     trace_periods: list[int | None] = []
-
-    def add(trace: go.Scattergeo, period: int) -> None:
-        trace.visible = period == last
-        fig.add_trace(trace)
-        trace_periods.append(period)
-
     for p in inp.periods:
-        fp = flows[flows["period"] == p]
-        widths = [(0.0, 0.1, 1.0), (0.1, 0.4, 2.0), (0.4, 1.01, 3.5)]  # share of the largest flow -> line width
-        legend = True
-        for lo, hi, width in widths:
-            part = fp[(fp["served"] >= lo * max_flow) & (fp["served"] < hi * max_flow)]
-            if not len(part):
-                continue
-            lats: list[float | None] = []
-            lons: list[float | None] = []
-            for zone, site in zip(part["zone"], part["site"], strict=True):
-                lats += [zlat[zone], slat[site], None]
-                lons += [zlon[zone], slon[site], None]
-            add(go.Scattergeo(lat=lats, lon=lons, mode="lines", line={"width": width, "color": "rgba(35,70,140,0.45)"},
-                              hoverinfo="skip", name=f"flows (top {top})", legendgroup="flows",
-                              showlegend=legend), p)
-            legend = False
-        mids = [_midpoint(zlat[z], zlon[z], slat[s], slon[s]) for z, s in zip(fp["zone"], fp["site"], strict=True)]
-        add(go.Scattergeo(lat=[m[0] for m in mids], lon=[m[1] for m in mids], mode="markers",
-                          marker={"size": 5, "color": "rgba(35,70,140,0.55)"}, name="flow", legendgroup="flows",
-                          showlegend=False, hovertemplate="%{text}<extra></extra>",
-                          text=[f"<b>{z} → {s}</b><br>{v:,.1f} Mtok/day · RTT {r:.0f} ms<br>{w}"
-                                for z, s, v, r, w in zip(fp["zone"], fp["site"], fp["served"], fp["rtt"],
-                                                         fp["workloads"], strict=True)]), p)
-        zp = zone_df[zone_df["period"] == p]
-        for g in groups:
-            part = zp[zp["group"] == g]
-            if len(part):
-                add(go.Scattergeo(lat=part["lat"], lon=part["lon"], mode="markers", text=part["text"],
-                                  name=f"zones: {g}", legendgroup=f"zone-{g}", hovertemplate="%{text}<extra></extra>",
-                                  marker={"size": _scaled(part["demand"], max_demand, 4, 22), "color": group_color[g],
-                                          "opacity": 0.8, "line": {"width": 0.6, "color": "#52606d"}}), p)
-        sp = site_df[site_df["period"] == p]
-        for fam in [*families, NO_FLEET]:
-            for cat, symbol in SITE_SYMBOLS.items():
-                part = sp[(sp["family"] == fam) & (sp["category"] == cat)]
-                if len(part):
-                    add(go.Scattergeo(lat=part["lat"], lon=part["lon"], mode="markers", text=part["text"],
-                                      name=f"{fam} · {cat}", legendgroup=f"site-{fam}-{cat}",
-                                      hovertemplate="%{text}<extra></extra>",
-                                      marker={"size": _scaled(part["chips"], max_chips, 8, 30), "symbol": symbol,
-                                              "color": fam_color[fam], "opacity": 0.95,
-                                              "line": {"width": 1.2, "color": "#1f2933"}}), p)
-    geo: dict[str, Any] = {
-        "scope": "world", "resolution": 110, "projection": {"type": "natural earth"},
-        "showland": True, "landcolor": "#eef1f4", "showcountries": True, "countrycolor": "#c3c9d1",
-        "countrywidth": 0.5, "showcoastlines": True, "coastlinecolor": "#9aa5b1", "coastlinewidth": 0.6,
-        "showocean": False, "showlakes": False, "showrivers": False, "showsubunits": False, "showframe": True,
-        "framecolor": "#c3c9d1", "bgcolor": "rgba(0,0,0,0)", "lataxis": {"range": [-58, 85]},
-    }
+        traces = (_flow_traces(flows[flows["period"] == p], max_flow, top, zone_at, site_at)
+                  + _zone_traces(zone_df[zone_df["period"] == p], groups, group_color, max_demand)
+                  + _site_traces(site_df[site_df["period"] == p], families, fam_color, max_chips))
+        for trace in traces:
+            trace.visible = p == inp.periods[-1]
+            fig.add_trace(trace)
+            trace_periods.append(p)
     fig.update_layout(**base_layout(
-        640, geo=geo, updatemenus=period_buttons(inp.periods, trace_periods, len(inp.periods) - 1),
+        640, geo=GEO, updatemenus=period_buttons(inp.periods, trace_periods, len(inp.periods) - 1),
         margin={"l": 0, "r": 0, "t": 36, "b": 0},
         legend={"font": {"size": 11}, "itemsizing": "constant", "groupclick": "togglegroup", "x": 1.0,
                 "xanchor": "left", "y": 1.0, "tracegroupgap": 2}))

@@ -49,9 +49,9 @@ def footprint(world: World) -> tuple[str, list[str]]:
     return line, notes
 
 
-def show_world(world: World, console: Console) -> None:
+def _header(world: World, console: Console) -> None:
+    """The scenario name, operator, horizon, budget and the footprint line."""
     sc = world.scenario
-    ds = world.ds
     console.print(f"[bold]{sc.name}[/bold]: {sc.description.strip()}")
     console.print(
         f"operator {sc.operator.name} (HQ {sc.operator.hq_country}); periods {sc.horizon.periods}; "
@@ -62,6 +62,11 @@ def show_world(world: World, console: Console) -> None:
     for n in notes:
         console.print(f"  - {n}")
 
+
+def _regions(world: World, console: Console) -> None:
+    """Existing regions: availability zones, periods served, installed and expansion power."""
+    sc = world.scenario
+    ds = world.ds
     t = Table(title="Regions (existing sites)")
     for col in ("id", "name", "country", "status", "AZs", "serves", "installed MW", "expansion MW (last period)"):
         t.add_column(col)
@@ -76,6 +81,11 @@ def show_world(world: World, console: Console) -> None:
                   _fmt(sum(o.power_cap_mw.get(last, 0.0) for o in s.options)))
     console.print(t)
 
+
+def _candidates(world: World, console: Console) -> None:
+    """Announced new sites and candidates: options, lead times, power by period."""
+    sc = world.scenario
+    ds = world.ds
     t = Table(title="Announced new sites and candidates")
     for col in ("id", "name", "country", "options", "lead (months)", "MW by period", "first period"):
         t.add_column(col)
@@ -88,6 +98,12 @@ def show_world(world: World, console: Console) -> None:
                   ", ".join(str(o.lead_time_months) for o in s.options), caps, str(avail[0]) if avail else "none")
     console.print(t)
 
+
+def _accelerators(world: World, console: Console) -> None:
+    """Accelerators with their export status at home and abroad in the last period."""
+    sc = world.scenario
+    ds = world.ds
+    last = sc.horizon.periods[-1]
     t = Table(title=f"Accelerators (export status for HQ {sc.operator.hq_country}, {sc.horizon.periods[-1]})")
     for col in ("id", "vendor", "bf16 TF", "fp8 TF", "fp4 TF", "mem GB", "TB/s", "TDP W", "US$", "home", "abroad"):
         t.add_column(col)
@@ -102,6 +118,10 @@ def show_world(world: World, console: Console) -> None:
                   "/".join(h_st), "/".join(a_st))
     console.print(t)
 
+
+def _models(world: World, console: Console) -> None:
+    """Model architectures."""
+    sc = world.scenario
     t = Table(title="Models")
     for col in ("id", "attention", "params (B)", "active (B)", "layers", "experts", "KV KiB/token", "in", "out"):
         t.add_column(col)
@@ -111,6 +131,10 @@ def show_world(world: World, console: Console) -> None:
                   _fmt(m.kv_bytes_per_token("bf16") / 1024, 1), ",".join(m.modalities_in), ",".join(m.modalities_out))
     console.print(t)
 
+
+def _workloads(world: World, console: Console) -> None:
+    """Workload classes and their SLOs."""
+    sc = world.scenario
     t = Table(title="Workload classes")
     for col in ("id", "kind", "TTFT s", "TPOT s", "RTT budget ms", "deadline h", "in/out tokens"):
         t.add_column(col)
@@ -119,6 +143,11 @@ def show_world(world: World, console: Console) -> None:
                   _fmt(w.rtt_budget_ms or np.nan), _fmt(w.deadline_h or np.nan), f"{w.input_tokens}/{w.output_tokens}")
     console.print(t)
 
+
+def _demand(world: World, console: Console) -> None:
+    """Demand zones, their coverage of world population, tokens per day and the largest zones."""
+    sc = world.scenario
+    ds = world.ds
     kinds = Counter(z.kind for z in sc.demand.zones)
     world_pop = sum(c.population for c in countries().values())
     covered = float(ds.zone_population.sum())
@@ -140,9 +169,20 @@ def show_world(world: World, console: Console) -> None:
                   _fmt(float(z.zone_users) / 1e6, 2), f"{float(z.zone_utc_offset_h):+g}",
                   str(z.residency_rule.values) or "default", str(int(z.residency.sum())))
     console.print(t)
+
+
+def _policies(world: World, console: Console) -> None:
+    """Policy and programme counts."""
+    sc = world.scenario
     p = sc.programme
     console.print(
         f"[bold]Policies[/bold]: {len(sc.policies.residency)} residency rules, {len(sc.policies.export)} export rules, "
         f"{len(sc.policies.screening)} screening regimes; renewable target {sc.policies.renewable_target}. "
         f"[bold]Programme[/bold]: {p.free_tokens / 1e9:g}B free tokens, US${p.credits_usd:,.0f} credits per start-up."
     )
+
+
+def show_world(world: World, console: Console) -> None:
+    """Print the scenario as readable tables: regions, new sites, chips, models, workloads, demand, policies."""
+    for part in (_header, _regions, _candidates, _accelerators, _models, _workloads, _demand, _policies):
+        part(world, console)
