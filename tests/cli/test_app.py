@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from sovcloud.cli import app
@@ -74,6 +75,7 @@ def test_schema_is_json_schema(tmp_path: Path) -> None:
 DATA = Path(__file__).parents[1] / "data"
 
 
+@pytest.mark.slow
 def test_plan_writes_versioned_plan_and_tables(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(app, ["plan", str(DATA / "tiny_a.yaml"), "--out", str(out), "--time-limit", "20"])
@@ -130,6 +132,7 @@ def test_the_command_line_starts_without_loading_the_library() -> None:
     assert loaded.isdisjoint(OPTIONAL + HEAVY), sorted(loaded & set(OPTIONAL + HEAVY))
 
 
+@pytest.mark.slow
 def test_help_and_plan_run_without_the_optional_extras(tmp_path: Path) -> None:
     helped = _run_blocked(["--help"], OPTIONAL + HEAVY)
     assert helped.returncode == 0, helped.stderr

@@ -341,6 +341,7 @@ def render_in_browser(page_path: Path, screenshot: Path) -> dict[str, Any]:
     return {"errors": errors, "requests": requests, **state}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_sim", [False, True])
 def test_report_in_real_browser(plan_a: Path, plan_c: Path, tmp_path: Path, with_sim: bool) -> None:
     plan = plan_c if with_sim else plan_a

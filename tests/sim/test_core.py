@@ -23,6 +23,7 @@ def test_erlang_c_formula_known_values() -> None:
     assert pollaczek_khinchine_wait(0.5, 1.0) == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("servers", "rho"), [(8, 0.85), (2, 0.7)])
 def test_mmc_mean_wait_matches_erlang_c_within_2_percent(servers: int, rho: float) -> None:
     rng = np.random.default_rng(20251)
