@@ -14,6 +14,8 @@ Run: ``python benchmarks/perf_accuracy.py``
 3. Held-out published figures that were NOT used for fitting: every figure of the TensorRT-LLM
    performance overview (v1.0) for catalog models on catalog chips, less the MoE calibration rows.
 4. Wall time of ``goodput_table()`` for the full catalog.
+
+Models and chips are those of the bundled default scenario, loaded once (:data:`CATALOG`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,14 @@ from sovcloud.physics.calibrate import (
     load_calibration_cases,
     load_moe_calibration_cases,
 )
-from sovcloud.physics.perf import best_split, estimate, goodput_table, resolve_chip, resolve_model
-from sovcloud.physics.roofline import FAMILY_CONSTANTS, geometry
+from sovcloud.physics.families import FAMILY_CONSTANTS
+from sovcloud.physics.parallel import best_split
+from sovcloud.physics.perf import estimate, goodput_table
+from sovcloud.physics.roofline import geometry
+from sovcloud.scenario.loader import load_scenario
+
+#: The catalog every id below resolves in: the bundled default scenario.
+CATALOG = load_scenario()
 
 #: Source of the held-out figures (total output tokens/s of one TP group, trtllm-bench max throughput).
 HELD_OUT_SOURCE = (
@@ -96,15 +104,15 @@ def _input_matching(case: CalibrationCase, tp: int) -> int:
     lo, hi = 1, case.input_tokens
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        r = estimate(case.model, case.chip, tp, case.precision, mid, case.output_tokens, case.ttft_slo_s,
-                     case.tpot_slo_s)
+        r = estimate(CATALOG.model(case.model), CATALOG.chip(case.chip), tp, case.precision, mid,
+                     case.output_tokens, case.ttft_slo_s, case.tpot_slo_s)
         lo, hi = (mid, hi) if r.output_tokens_per_s_per_chip > case.measured else (lo, mid)
     return lo
 
 
 def _calibration_table() -> None:
     cases = load_calibration_cases()
-    report = evaluate_cases(cases)
+    report = evaluate_cases(cases, catalog=CATALOG)
     print("== Calibration CSV (tabled constants) ==")
     header = f"{'case':40s} {'predicted':>9s} {'measured':>9s} {'error':>7s} {'tp':>3s} {'batch':>5s}"
     print(header + f" {'bound':>12s} {'util':>5s}  status")
@@ -141,10 +149,11 @@ def _mlperf_evidence() -> None:
     print(f"{head} {'resident':>8s} {'max mean input':>14s}")
     for case_id, (tp, batch) in MLPERF41_LLAMA2_CONFIG.items():
         case = cases[case_id]
-        r = best_split(case.model, case.chip, case.chips, case.precision, case.input_tokens, case.output_tokens,
+        chip = CATALOG.chip(case.chip)
+        arch = CATALOG.model(case.model)
+        r = best_split(arch, chip, case.chips, case.precision, case.input_tokens, case.output_tokens,
                        case.ttft_slo_s, case.tpot_slo_s)
-        g = geometry(resolve_model(case.model))
-        chip = resolve_chip(case.chip)
+        g = geometry(arch)
         kv_tok = g.kv_elements_per_token * 1.0  # fp8 KV: 1 byte per element
         # generous: nominal memory read as GiB, all of (memory - weights) free, the engine's 0.90 of it
         free = KV_FREE_FRACTION * (tp * chip.memory_gb * 2**30 - g.total_params * 1.0)
@@ -159,7 +168,8 @@ def _mlperf_evidence() -> None:
     all_cases = list(cases.values())
     for eff in (0.64, 0.70, 0.74, 0.78):
         for t0 in (hopper.step_overhead_s, 0.003):
-            rep = evaluate_cases(all_cases, {"nvidia-hopper": hopper.with_fit(eff, hopper.bw_eff, t0)})
+            rep = evaluate_cases(all_cases, {"nvidia-hopper": hopper.with_fit(eff, hopper.bw_eff, t0)},
+                                 catalog=CATALOG)
             errs = [r.error for r in rep.rows]
             mlperf = " ".join(f"{r.error:+.0%}" for r in rep.rows if r.case_id in MLPERF41_LLAMA2_CONFIG)
             other = " ".join(f"{r.error:+.0%}" for r in rep.rows if r.case_id not in MLPERF41_LLAMA2_CONFIG)
@@ -169,7 +179,7 @@ def _mlperf_evidence() -> None:
 
 def _refit() -> None:
     print("\n== calibrate() / calibrate_moe() from scratch vs FAMILY_CONSTANTS ==")
-    report = calibrate(load_calibration_cases())
+    report = calibrate(load_calibration_cases(), catalog=CATALOG)
     fitted = report.constants["nvidia-hopper"]
     table = FAMILY_CONSTANTS["nvidia-hopper"]
     for name in ("compute_eff", "bw_eff", "step_overhead_s"):
@@ -177,14 +187,14 @@ def _refit() -> None:
     print(f"  fitted: median |error| {report.median_abs_error:.1%}, max {report.max_abs_error:.1%}")
     moe_cases = load_moe_calibration_cases()
     for family in ("nvidia-hopper", "nvidia-blackwell"):
-        rep = calibrate_moe(moe_cases, family)
+        rep = calibrate_moe(moe_cases, family, catalog=CATALOG)
         got = rep.constants[family].moe_pair_s
         print(
             f"{family} moe_pair_s fitted {got * 1e9:.2f} ns  table {FAMILY_CONSTANTS[family].moe_pair_s * 1e9:.2f} ns"
             f"  (MoE rows of the family: median |error| {rep.median_abs_error:.1%}, max {rep.max_abs_error:.1%})"
         )
     print("\n== MoE calibration rows (perf_moe_calibration.csv, fitted: in-sample) ==")
-    report = evaluate_cases(moe_cases)
+    report = evaluate_cases(moe_cases, catalog=CATALOG)
     for row in report.rows:
         print(f"{row.case_id:44s} predicted {row.predicted:8.0f} measured {row.measured:8.0f} {row.error:+6.0%} "
               f"({row.bound})")
@@ -200,7 +210,7 @@ def _held_out() -> None:
             if measured is None:
                 continue
             kind = "moe" if model in MOE_MODELS else "dense"
-            r = estimate(model, chip, tp, precision, isl, osl)
+            r = estimate(CATALOG.model(model), CATALOG.chip(chip), tp, precision, isl, osl)
             pred = r.output_tokens_per_s_per_chip * tp
             err = pred / measured - 1
             if (model, chip, isl, osl) in PREVIOUS_SUBSET:
@@ -218,11 +228,11 @@ def _held_out() -> None:
 
 
 def _timing() -> None:
-    goodput_table()
+    goodput_table(CATALOG.models, CATALOG.accelerators)
     runs = []
     for _ in range(5):
         t0 = time.perf_counter()
-        table = goodput_table()
+        table = goodput_table(CATALOG.models, CATALOG.accelerators)
         runs.append(time.perf_counter() - t0)
     shape = table.shape
     print(f"\n== goodput_table() over {shape} (model x chip x case): best of 5 {min(runs) * 1e3:.1f} ms ==")

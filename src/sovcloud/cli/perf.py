@@ -1,7 +1,8 @@
 """``sovcloud perf``: one performance estimate as a table or JSON.
 
 The lead's CLI registers :func:`perf_command` with ``app.command("perf")(perf_command)``.
-Invalid inputs raise :mod:`sovcloud.errors` exceptions (mapped to one-line messages, exit 2);
+The model and chip ids are resolved in the bundled default scenario's catalog, loaded inside the
+command. Invalid inputs raise :mod:`sovcloud.errors` exceptions (mapped to one-line messages, exit 2);
 a model that cannot run prints its reason with ``fits``/``ok`` false (exit 0).
 """
 
@@ -78,7 +79,9 @@ def perf_command(
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Estimate batch, TTFT, TPOT and goodput per chip of one deployment."""
-    from sovcloud.physics.perf import best_split, estimate
+    from sovcloud.physics.parallel import best_split
+    from sovcloud.physics.perf import estimate
+    from sovcloud.scenario.loader import load_scenario
 
     ttft_slo, tpot_slo = ttft, tpot
     if scenario is not None:
@@ -87,13 +90,15 @@ def perf_command(
             raise PhysicsError(f"unknown scenario '{scenario}'; use one of {', '.join(SCENARIOS)}")
         ttft_slo = ttft if ttft is not None else named[0]
         tpot_slo = tpot if tpot is not None else named[1]
+    if tp is not None and (tp < 1 or chips < 1 or chips % tp):
+        raise PhysicsError(f"--tp {tp} must be >= 1 and divide --chips {chips}; e.g. --chips 8 --tp 2 "
+                           "(4 replicas), or leave --tp out to choose the best degree")
+    catalog = load_scenario()
+    arch, accel = catalog.model(model), catalog.chip(chip)
     if tp is None:
-        result = best_split(model, chip, chips, precision, input_tokens, output_tokens, ttft_slo, tpot_slo)
+        result = best_split(arch, accel, chips, precision, input_tokens, output_tokens, ttft_slo, tpot_slo)
     else:
-        if tp < 1 or chips < 1 or chips % tp:
-            raise PhysicsError(f"--tp {tp} must be >= 1 and divide --chips {chips}; e.g. --chips 8 --tp 2 "
-                               "(4 replicas), or leave --tp out to choose the best degree")
-        one = estimate(model, chip, tp, precision, input_tokens, output_tokens, ttft_slo, tpot_slo)
+        one = estimate(arch, accel, tp, precision, input_tokens, output_tokens, ttft_slo, tpot_slo)
         k = chips // tp
         result = replace(one, chips=chips, replicas=k, prefill_tokens_per_s=one.prefill_tokens_per_s * k,
                          decode_tokens_per_s=one.decode_tokens_per_s * k)

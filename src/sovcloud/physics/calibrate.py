@@ -26,12 +26,15 @@ MoE fit (:func:`calibrate_moe`): the dispatch cost per routed (token, expert) pa
 with the roofline constants held at their tabled values (bounded 1-D search on ``ln c``). A
 row with a ``tp`` column is predicted at that tensor-parallel degree only (the published
 configuration) instead of the best divisor of ``chips``.
+
+Cases name their model and chip by id; every function that reads a case takes the ``catalog`` that
+resolves them (:class:`sovcloud.physics.catalog.Catalog`, e.g. the bundled scenario).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -40,8 +43,11 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
 from sovcloud.errors import PhysicsError
-from sovcloud.physics.perf import SCENARIOS, PerfResult, best_estimate, resolve_chip, resolve_model, split_degrees
-from sovcloud.physics.roofline import FamilyConstants, family_constants, geometry
+from sovcloud.physics.catalog import Catalog
+from sovcloud.physics.families import FamilyConstants, family_constants
+from sovcloud.physics.parallel import best_estimate, split_degrees
+from sovcloud.physics.perf import SCENARIOS, PerfResult
+from sovcloud.physics.roofline import geometry
 
 #: Highest plausible share of dense tensor peak for a whole serving step (DeepGEMM: 1550 of
 #: 1979 TFLOPS FP8 on H800, the best Hopper GEMM reported).
@@ -165,10 +171,10 @@ def load_calibration_cases(
     return cases
 
 
-def implied_utilisation(case: CalibrationCase) -> float:
+def implied_utilisation(case: CalibrationCase, *, catalog: Catalog) -> float:
     """``meas * f_out / F_p``: share of the chip's dense peak the measurement implies (module doc)."""
-    g = geometry(resolve_model(case.model))
-    chip = resolve_chip(case.chip)
+    g = geometry(catalog.model(case.model))
+    chip = catalog.chip(case.chip)
     peak = chip.tflops.get(case.precision)  # type: ignore[call-overload]
     if not peak:
         return float("nan")
@@ -179,25 +185,29 @@ def implied_utilisation(case: CalibrationCase) -> float:
     return float(case.measured * flops / o_t / (float(peak) * 1e12))
 
 
-def screen(cases: Sequence[CalibrationCase]) -> dict[str, bool]:
+def screen(cases: Sequence[CalibrationCase], *, catalog: Catalog) -> dict[str, bool]:
     """case_id -> admitted, by the consistency screen of the module docstring."""
     bad_shapes = {
-        (c.model, c.input_tokens, c.output_tokens) for c in cases if implied_utilisation(c) > MAX_UTILISATION
+        (c.model, c.input_tokens, c.output_tokens)
+        for c in cases
+        if implied_utilisation(c, catalog=catalog) > MAX_UTILISATION
     }
     return {c.case_id: (c.model, c.input_tokens, c.output_tokens) not in bad_shapes for c in cases}
 
 
-def predict_case(case: CalibrationCase, constants: FamilyConstants | None = None) -> PerfResult:
+def predict_case(
+    case: CalibrationCase, constants: FamilyConstants | None = None, *, catalog: Catalog
+) -> PerfResult:
     """The model's figure for one TP group of ``case``: its ``tp``, else the best of ``split_degrees(chips)`` up to 8.
 
-    The same choice as :func:`sovcloud.perf.best_split` (replicas fill the system; goodput per chip is
-    that of one group), returned as the group's result.
+    The same choice as :func:`sovcloud.physics.parallel.best_split` (replicas fill the system; goodput
+    per chip is that of one group), returned as the group's result.
     """
     upto8 = [t for t in split_degrees(case.chips) if t <= 8]
     degrees = [case.tp] if case.tp is not None else upto8
     return best_estimate(
-        case.model,
-        case.chip,
+        catalog.model(case.model),
+        catalog.chip(case.chip),
         case.precision,
         case.input_tokens,
         case.output_tokens,
@@ -209,17 +219,17 @@ def predict_case(case: CalibrationCase, constants: FamilyConstants | None = None
 
 
 def evaluate_cases(
-    cases: Sequence[CalibrationCase], constants: dict[str, FamilyConstants] | None = None
+    cases: Sequence[CalibrationCase], constants: Mapping[str, FamilyConstants] | None = None, *, catalog: Catalog
 ) -> CalibrationReport:
     """Predicted vs measured for every case, with ``constants`` per family (default: the table)."""
     used: dict[str, FamilyConstants] = {}
-    admitted = screen(cases)
+    admitted = screen(cases, catalog=catalog)
     rows = []
     for case in cases:
-        family = resolve_chip(case.chip).family
+        family = catalog.chip(case.chip).family
         consts = (constants or {}).get(family) or family_constants(family)
         used[family] = consts
-        r = predict_case(case, consts)
+        r = predict_case(case, consts, catalog=catalog)
         pred = r.output_tokens_per_s_per_chip
         rows.append(
             CalibrationRow(
@@ -230,17 +240,19 @@ def evaluate_cases(
                 r.tp,
                 r.batch,
                 r.bound,
-                implied_utilisation(case),
+                implied_utilisation(case, catalog=catalog),
                 admitted[case.case_id],
             )
         )
     return CalibrationReport(constants=used, rows=tuple(rows))
 
 
-def calibrate(cases: Sequence[CalibrationCase], family: str = "nvidia-hopper") -> CalibrationReport:
+def calibrate(
+    cases: Sequence[CalibrationCase], family: str = "nvidia-hopper", *, catalog: Catalog
+) -> CalibrationReport:
     """Fit ``compute_eff``, ``bw_eff``, ``step_overhead_s`` of ``family`` on its cases (see module doc)."""
-    family_cases = [c for c in cases if resolve_chip(c.chip).family == family]
-    admitted = screen(family_cases)
+    family_cases = [c for c in cases if catalog.chip(c.chip).family == family]
+    admitted = screen(family_cases, catalog=catalog)
     mine = [c for c in family_cases if admitted[c.case_id]]
     if not mine:
         raise PhysicsError(f"no admitted calibration case runs on a chip of family '{family}'")
@@ -249,7 +261,7 @@ def calibrate(cases: Sequence[CalibrationCase], family: str = "nvidia-hopper") -
 
     def loss(x: np.ndarray) -> float:
         consts = start.with_fit(float(x[0]), float(x[1]), float(x[2]) / 1e3)
-        pred = np.array([predict_case(c, consts).output_tokens_per_s_per_chip for c in mine])
+        pred = np.array([predict_case(c, consts, catalog=catalog).output_tokens_per_s_per_chip for c in mine])
         if np.any(pred <= 0):
             return 1e6
         return float(np.sum(np.log(pred / measured) ** 2))
@@ -263,7 +275,7 @@ def calibrate(cases: Sequence[CalibrationCase], family: str = "nvidia-hopper") -
         options={"xatol": 1e-3, "fatol": 1e-6, "maxiter": 400},
     )
     fitted = start.with_fit(float(res.x[0]), float(res.x[1]), float(res.x[2]) / 1e3)
-    return evaluate_cases(family_cases, {family: fitted})
+    return evaluate_cases(family_cases, {family: fitted}, catalog=catalog)
 
 
 def load_moe_calibration_cases(path: str | Path | None = None) -> list[CalibrationCase]:
@@ -271,9 +283,9 @@ def load_moe_calibration_cases(path: str | Path | None = None) -> list[Calibrati
     return load_calibration_cases(path, name="perf_moe_calibration.csv")
 
 
-def calibrate_moe(cases: Sequence[CalibrationCase], family: str) -> CalibrationReport:
+def calibrate_moe(cases: Sequence[CalibrationCase], family: str, *, catalog: Catalog) -> CalibrationReport:
     """Fit ``moe_pair_s`` of ``family`` on its MoE cases, roofline constants held (see module doc)."""
-    mine = [c for c in cases if resolve_chip(c.chip).family == family and resolve_model(c.model).is_moe]
+    mine = [c for c in cases if catalog.chip(c.chip).family == family and catalog.model(c.model).is_moe]
     if not mine:
         raise PhysicsError(f"no MoE calibration case runs on a chip of family '{family}'")
     start = family_constants(family)
@@ -281,11 +293,11 @@ def calibrate_moe(cases: Sequence[CalibrationCase], family: str) -> CalibrationR
 
     def loss(log_ns: float) -> float:
         consts = start.with_moe(float(np.exp(log_ns)) * 1e-9)
-        pred = np.array([predict_case(c, consts).output_tokens_per_s_per_chip for c in mine])
+        pred = np.array([predict_case(c, consts, catalog=catalog).output_tokens_per_s_per_chip for c in mine])
         if np.any(pred <= 0):
             return 1e6
         return float(np.sum(np.log(pred / measured) ** 2))
 
     res = minimize_scalar(loss, bounds=(np.log(0.1), np.log(1000.0)), method="bounded", options={"xatol": 1e-3})
     fitted = start.with_moe(float(np.exp(res.x)) * 1e-9)
-    return evaluate_cases(mine, {family: fitted})
+    return evaluate_cases(mine, {family: fitted}, catalog=catalog)

@@ -352,6 +352,11 @@ class _Layout:
         shape = [data.shape[dims.index(d)] if d in dims else 1 for d in _DIMS]
         return data.reshape(shape)
 
+    def coord(self, dim: str, size: int) -> tuple[Hashable, ...] | None:
+        """The coordinates seen for ``dim``, if they match ``size`` entries."""
+        v = self.coords.get(dim)
+        return tuple(v.tolist()) if v is not None and v.size == size else None
+
     def _coord(self, name: str, dim: str, values: NDArray[Any]) -> None:
         seen = self.coords.get(dim)
         if seen is None:
@@ -359,6 +364,41 @@ class _Layout:
         elif seen.shape != values.shape or not np.array_equal(seen, values):
             raise PhysicsError(f"{name}: '{dim}' coordinates differ from another input; align them first "
                                "(xarray.align)")
+
+
+def _site_hour(name: str, a: NDArray[np.float64], n_site: int, n_hour: int) -> NDArray[np.float64]:
+    """A per-site input on the [site, 1 or chip, hour] layout as a [site, hour] array."""
+    try:
+        return np.broadcast_to(a, (n_site, 1, n_hour))[:, 0, :]
+    except ValueError as exc:
+        raise PhysicsError(f"{name} of shape {a.shape} does not fit {n_site} sites x {n_hour} hours") from exc
+
+
+def _uncovered_mwh(fac_e: NDArray[np.float64], ren: NDArray[np.float64], hourly: bool) -> NDArray[np.float64]:
+    """Facility MWh [site, hour] not covered by renewables: netted hour by hour, or per site and spread."""
+    n_site, n_hour = fac_e.shape
+    if hourly:
+        return np.maximum(fac_e - _site_hour("renewable_mwh", ren, n_site, n_hour), 0.0)
+    fac_tot = fac_e.sum(axis=1)
+    r_site = _site_hour("renewable_mwh", ren, n_site, n_hour)[:, 0]
+    share = np.divide(np.maximum(fac_tot - r_site, 0.0), fac_tot, out=np.zeros_like(fac_tot), where=fac_tot > 0.0)
+    out: NDArray[np.float64] = fac_e * share[:, None]
+    return out
+
+
+def _fleet_it_mw(
+    n: NDArray[np.float64], u: NDArray[np.float64], spec: ChipPowerSpec, network_share: float
+) -> NDArray[np.float64]:
+    """IT power [site, hour] of chips ``n`` [site, chip, 1] at utilisation ``u`` (on the same layout)."""
+    c = spec.tdp_w.size
+
+    def per_chip(a: NDArray[np.float64]) -> NDArray[np.float64]:
+        return a.reshape(1, c, 1)
+
+    it3 = _broadcast("footprint", lambda: it_power_mw(n, u, per_chip(spec.tdp_w), per_chip(spec.idle_fraction),
+                                                      per_chip(spec.server_chips), per_chip(spec.server_overhead_w),
+                                                      network_share))
+    return np.asarray(it3.sum(axis=1), dtype=np.float64)
 
 
 def footprint(
@@ -398,51 +438,26 @@ def footprint(
     if "chip" in lay.coords and tuple(str(v) for v in lay.coords["chip"]) != spec.ids:
         raise PhysicsError(f"chip coordinates {list(lay.coords['chip'])} differ from the spec ids {list(spec.ids)}")
 
-    def per_chip(a: NDArray[np.float64]) -> NDArray[np.float64]:
-        return a.reshape(1, c, 1)
-
-    it3 = _broadcast("footprint", lambda: it_power_mw(n, u, per_chip(spec.tdp_w), per_chip(spec.idle_fraction),
-                                                      per_chip(spec.server_chips), per_chip(spec.server_overhead_w),
-                                                      network_share))
-    it_sh = np.asarray(it3.sum(axis=1), dtype=np.float64)  # [site, hour]
+    it_sh = _fleet_it_mw(n, u, spec, network_share)  # [site, hour]
     n_site, n_hour = it_sh.shape[0], it_sh.shape[1]
-    target = (n_site, 1, n_hour)
-
-    def site_hour(name: str, a: NDArray[np.float64]) -> NDArray[np.float64]:
-        try:
-            return np.broadcast_to(a, target)[:, 0, :]
-        except ValueError as exc:
-            raise PhysicsError(f"{name} of shape {a.shape} does not fit {n_site} sites x {n_hour} hours") from exc
-
-    fac_sh = it_sh * site_hour("pue", pue)
+    fac_sh = it_sh * _site_hour("pue", pue, n_site, n_hour)
     it_e = it_sh * dt_h
     fac_e = fac_sh * dt_h
     fac_tot = fac_e.sum(axis=1)
-    if ren_hourly:
-        uncovered = np.maximum(fac_e - site_hour("renewable_mwh", ren), 0.0)
-    else:
-        r_site = site_hour("renewable_mwh", ren)[:, 0]
-        share = np.divide(np.maximum(fac_tot - r_site, 0.0), fac_tot, out=np.zeros_like(fac_tot),
-                          where=fac_tot > 0.0)
-        uncovered = fac_e * share[:, None]
-    ci_sh = site_hour("carbon_g_per_kwh", ci)
+    uncovered = _uncovered_mwh(fac_e, ren, ren_hourly)
+    ci_sh = _site_hour("carbon_g_per_kwh", ci, n_site, n_hour)
     carbon_hourly = uncovered * ci_sh / 1000.0
-
-    def coord(dim: str, size: int) -> tuple[Hashable, ...] | None:
-        v = lay.coords.get(dim)
-        return tuple(v.tolist()) if v is not None and v.size == size else None
-
     return Footprint(
         it_mw=it_sh,
         facility_mw=fac_sh,
         it_mwh=it_e.sum(axis=1),
         facility_mwh=fac_tot,
-        water_m3=(it_e * site_hour("wue_l_per_kwh", wue)).sum(axis=1),
+        water_m3=(it_e * _site_hour("wue_l_per_kwh", wue, n_site, n_hour)).sum(axis=1),
         carbon_gross_t=(fac_e * ci_sh / 1000.0).sum(axis=1),
         carbon_t=carbon_hourly.sum(axis=1),
         carbon_t_hourly=carbon_hourly,
         renewable_used_mwh=fac_tot - uncovered.sum(axis=1),
         dt_h=float(dt_h),
-        site=coord("site", n_site),
-        hour=coord("hour", n_hour),
+        site=lay.coord("site", n_site),
+        hour=lay.coord("hour", n_hour),
     )

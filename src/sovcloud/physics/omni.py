@@ -1,7 +1,7 @@
 """Omni-model costs: modality encoders per input unit, Talker + codec per second of speech.
 
 Rates of a deployment of ``n`` chips with family constants ``e_c``, ``e_bw``, ``t_0``:
-``F = n*F_eff*e_c`` (effective tensor rate, :func:`sovcloud.roofline.deployment`) and
+``F = n*F_eff*e_c`` (effective tensor rate, :func:`sovcloud.physics.roofline.deployment`) and
 ``BW = n*BW_mem*e_bw``.
 
 Encoders (modality m with ``P_m`` parameters and ``u_m`` tokens per unit: per second of audio,
@@ -26,7 +26,7 @@ Code2Wav (``P_c2w``) once. For ``B`` concurrent streams, all batches at once::
 Assumptions: encoder FLOPs are ``2*P_m`` per output token (transformer encoder); Code2Wav is
 costed as a ``P_c2w``-parameter network run once per frame (a lower bound for a convolutional
 vocoder); Talker/MTP KV-cache traffic is neglected (tiny models); the Thinker's own text tokens
-are costed with :func:`sovcloud.perf.estimate`.
+are costed with :func:`sovcloud.physics.perf.estimate`. Models and chips are catalog entries.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from sovcloud.physics.perf import _check_int, _check_precision, _unsupported_reason, resolve_chip, resolve_model
-from sovcloud.physics.roofline import MAX_BATCH, FamilyConstants, deployment
-from sovcloud.scenario.catalog import Accelerator, ModelArch
+from sovcloud.physics.checks import check_chip, check_int, check_model, check_precision, unsupported_reason
+from sovcloud.physics.families import FamilyConstants
+from sovcloud.physics.roofline import MAX_BATCH, Deployment, deployment
+from sovcloud.scenario.catalog import Accelerator, ModelArch, SpeechDecoder
 
 __all__ = ["OmniCosts", "omni_costs"]
 
@@ -92,90 +93,91 @@ def _blank(model: str, chip: str, chips: int, precision: str, reason: str) -> Om
     return OmniCosts(**values)  # type: ignore[arg-type]
 
 
-def omni_costs(
-    model: ModelArch | str,
-    chip: Accelerator | str,
-    chips: int,
-    precision: str,
-    *,
-    constants: FamilyConstants | None = None,
-) -> OmniCosts:
-    """Encoder and speech-generation costs of an omni ``model`` (formulas in the module docstring)."""
-    m = resolve_model(model)
-    c = resolve_chip(chip)
-    n = _check_int("chips", chips)
-    prec = _check_precision(precision)
-    if not m.encoders and m.speech_decoder is None:
-        why = f"{m.id} is not an omni model: it has no modality encoders or speech decoder"
-        return _blank(m.id, c.id, n, prec, why)
-    if not c.supports(prec):
-        return _blank(m.id, c.id, n, prec, _unsupported_reason(c, prec))
-    d = deployment(c, n, prec, constants)
+@dataclass(frozen=True)
+class _Rates:
+    """Achieved rates of the deployment: tensor FLOP/s per chip and of all chips, bytes/s, bytes per weight."""
+
+    f_chip: float
+    f_dep: float
+    bw: float
+    bpp: float
+    t_0: float
+
+    @classmethod
+    def of(cls, d: Deployment) -> _Rates:
+        k = d.consts
+        f_chip = d.gemm_flops * k.compute_eff
+        return cls(f_chip, d.chips * f_chip, d.chips * d.mem_bw * k.bw_eff, d.weight_bytes_per_param,
+                   k.step_overhead_s)
+
+
+def _hosting_reason(m: ModelArch, c: Accelerator, d: Deployment) -> str | None:
+    """Why the Thinker, encoders and speech decoder do not all fit in usable memory (None if they do)."""
     k = d.consts
+    n = d.chips
     sd = m.speech_decoder
     resident = m.total_params + sum(e.params for e in m.encoders)
     if sd is not None:
         resident += sd.talker_total_params + sd.mtp_params + sd.code2wav_params
     need = resident * d.weight_bytes_per_param
     usable = (1.0 - k.mem_reserve_frac) * n * d.memory_bytes
-    if c.mem_bw_tbps is None or need > usable:
-        per_chip = ", no device DRAM" if c.mem_bw_tbps is None else f", {k.mem_reserve_frac:.0%} reserved"
-        why = (
-            f"{m.id} cannot be hosted on {n} x {c.id}: Thinker, encoders and speech decoder need "
-            f"{need / 1e9:.1f} GB of {prec} weights, {usable / 1e9:.3f} GB usable "
-            f"({c.memory_gb:g} GB per chip{per_chip})"
-        )
-        return _blank(m.id, c.id, n, prec, why)
-    f_chip = d.gemm_flops * k.compute_eff
-    f_dep = n * f_chip
-    bw = n * d.mem_bw * k.bw_eff
-    bpp = d.weight_bytes_per_param
-
-    def enc(modality: str) -> tuple[float, float, float, float]:
-        e = next((x for x in m.encoders if x.modality == modality), None)
-        if e is None:
-            return _NAN, _NAN, _NAN, _NAN
-        flops = 2.0 * e.params * e.tokens_per_unit
-        latency = max(flops / f_dep, bpp * e.params / bw) + k.step_overhead_s
-        return e.tokens_per_unit, flops / f_chip, 2.0 * m.active_params * e.tokens_per_unit / f_chip, latency
-
-    audio, image, video = enc("audio"), enc("image"), enc("video")
-    frame_t, rtf, streams, chip_s = _NAN, _NAN, 0, _NAN
-    if sd is not None:
-        b = np.arange(1, MAX_BATCH + 1, dtype=np.float64)
-        touched = sd.talker_total_params * -np.expm1(
-            b * np.log1p(-sd.talker_active_params / sd.talker_total_params)
-        )
-        talker = np.maximum(2.0 * b * sd.talker_active_params / f_dep, bpp * touched / bw)
-        mtp = (sd.code_groups - 1) * np.maximum(2.0 * b * sd.mtp_params / f_dep, bpp * sd.mtp_params / bw)
-        c2w = np.maximum(2.0 * b * sd.code2wav_params / f_dep, bpp * sd.code2wav_params / bw)
-        t_frame = talker + mtp + c2w + k.step_overhead_s
-        frame_t = float(t_frame[0])
-        rtf = frame_t * sd.codec_hz
-        ok = t_frame <= 1.0 / sd.codec_hz
-        streams = int(b[ok][-1]) if ok.any() else 0
-        chip_s = n / streams if streams else math.inf
-    return OmniCosts(
-        m.id,
-        c.id,
-        n,
-        prec,
-        True,
-        None,
-        audio[0],
-        audio[1],
-        audio[2],
-        audio[3],
-        image[0],
-        image[1],
-        image[2],
-        image[3],
-        video[0],
-        video[1],
-        video[2],
-        video[3],
-        frame_t,
-        rtf,
-        streams,
-        chip_s,
+    if c.mem_bw_tbps is not None and need <= usable:
+        return None
+    per_chip = ", no device DRAM" if c.mem_bw_tbps is None else f", {k.mem_reserve_frac:.0%} reserved"
+    return (
+        f"{m.id} cannot be hosted on {n} x {c.id}: Thinker, encoders and speech decoder need "
+        f"{need / 1e9:.1f} GB of {d.precision} weights, {usable / 1e9:.3f} GB usable "
+        f"({c.memory_gb:g} GB per chip{per_chip})"
     )
+
+
+def _encoder(m: ModelArch, modality: str, r: _Rates) -> tuple[float, float, float, float]:
+    """(tokens per unit, encoder chip-s per unit, prefill chip-s per unit, latency per unit); NaN if absent."""
+    e = next((x for x in m.encoders if x.modality == modality), None)
+    if e is None:
+        return _NAN, _NAN, _NAN, _NAN
+    flops = 2.0 * e.params * e.tokens_per_unit
+    latency = max(flops / r.f_dep, r.bpp * e.params / r.bw) + r.t_0
+    return e.tokens_per_unit, flops / r.f_chip, 2.0 * m.active_params * e.tokens_per_unit / r.f_chip, latency
+
+
+def _speech(sd: SpeechDecoder, chips: int, r: _Rates) -> tuple[float, float, int, float]:
+    """(frame time of one stream, realtime factor, realtime streams, chip-s per second of speech)."""
+    b = np.arange(1, MAX_BATCH + 1, dtype=np.float64)
+    touched = sd.talker_total_params * -np.expm1(b * np.log1p(-sd.talker_active_params / sd.talker_total_params))
+    talker = np.maximum(2.0 * b * sd.talker_active_params / r.f_dep, r.bpp * touched / r.bw)
+    mtp = (sd.code_groups - 1) * np.maximum(2.0 * b * sd.mtp_params / r.f_dep, r.bpp * sd.mtp_params / r.bw)
+    c2w = np.maximum(2.0 * b * sd.code2wav_params / r.f_dep, r.bpp * sd.code2wav_params / r.bw)
+    t_frame = talker + mtp + c2w + r.t_0
+    frame_t = float(t_frame[0])
+    ok = t_frame <= 1.0 / sd.codec_hz
+    streams = int(b[ok][-1]) if ok.any() else 0
+    return frame_t, frame_t * sd.codec_hz, streams, chips / streams if streams else math.inf
+
+
+def omni_costs(
+    model: ModelArch,
+    chip: Accelerator,
+    chips: int,
+    precision: str,
+    *,
+    constants: FamilyConstants | None = None,
+) -> OmniCosts:
+    """Encoder and speech-generation costs of an omni ``model`` (formulas in the module docstring)."""
+    m = check_model(model)
+    c = check_chip(chip)
+    n = check_int("chips", chips)
+    prec = check_precision(precision)
+    if not m.encoders and m.speech_decoder is None:
+        why = f"{m.id} is not an omni model: it has no modality encoders or speech decoder"
+        return _blank(m.id, c.id, n, prec, why)
+    if not c.supports(prec):
+        return _blank(m.id, c.id, n, prec, unsupported_reason(c, prec))
+    d = deployment(c, n, prec, constants)
+    why_not = _hosting_reason(m, c, d)
+    if why_not is not None:
+        return _blank(m.id, c.id, n, prec, why_not)
+    r = _Rates.of(d)
+    audio, image, video = _encoder(m, "audio", r), _encoder(m, "image", r), _encoder(m, "video", r)
+    speech = (_NAN, _NAN, 0, _NAN) if m.speech_decoder is None else _speech(m.speech_decoder, n, r)
+    return OmniCosts(m.id, c.id, n, prec, True, None, *audio, *image, *video, *speech)
