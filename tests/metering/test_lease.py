@@ -21,7 +21,7 @@ from sovcloud.errors import InsufficientFunds, LedgerError
 from sovcloud.metering.lease import WRITER_NICE, LeasedLedger, LeaseOptions
 from sovcloud.metering.ledger import Ledger, Reservation, Settlement
 from sovcloud.metering.tenants import ModelPrice, Tenant
-from tests.metering.test_ledger import FREE, PAYING, admit_1000_against_100, stream_until_killed
+from tests.metering.scenarios import FREE, PAYING, admit_1000_against_100, stream_until_killed
 from tests.support.gateway import pg_database
 
 

@@ -1,65 +1,31 @@
+"""The strict ledger: grants before credits, prices, expiry, refusals, release, progress marks, idempotent
+batches, the audit and the errors of bad input."""
+
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import math
-import os
-import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import tempfile
-import textwrap
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from sovcloud.errors import InsufficientFunds, LedgerError
-from sovcloud.metering.book import Batch, Op, cover
+from sovcloud.errors import InsufficientFunds, LedgerError, LedgerValueError
+from sovcloud.metering.book import Batch
 from sovcloud.metering.db import LedgerDB
 from sovcloud.metering.ledger import Ledger, Reservation, Settlement, default_ledger_url
+from sovcloud.metering.pricing import cover, price_pico
+from sovcloud.metering.records import Op
 from sovcloud.metering.tenants import ModelPrice, Tenant
-from tests.support.gateway import PG_ADMIN, pg_database
-
-FREE = Tenant("free", "Free", "de")  # no prices: grants only
-PAYING = Tenant("pay", "Paying", "fr", prices={"m1": ModelPrice(1.0, 2.0), "*": ModelPrice(10.0, 20.0)})
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'ledger.db'}"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL, dropped afterwards; FAILS (not skips) when unreachable."""
-    with pg_database() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest) -> str:
-    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    return str(request.getfixturevalue(name))
+from tests.metering.scenarios import FREE, PAYING, ceil_micro
 
 
 async def _started(url: str, **kw: object) -> Ledger:
     ledger = Ledger.open(url, **kw)  # type: ignore[arg-type]
     await ledger.start()
     return ledger
-
-
-def _ceil_micro(pico: int) -> int:
-    return -(-pico // 1_000_000)
 
 
 # ---- arithmetic -------------------------------------------------------------------------------------
@@ -171,7 +137,7 @@ def test_insufficient_funds_messages(sqlite_url: str) -> None:
 def test_fractional_prices_round_up_to_the_micro_dollar() -> None:
     # 0.15 US$/Mtok = 150,000 pico-US$ per token; 7 tokens = 1.05 micro-US$ -> 2
     assert cover(7, 0, 150_000, 0, 10) == (7, 0, 2)
-    assert cover(7, 3, 150_000, 600_000, 10**6) == (7, 3, _ceil_micro(7 * 150_000 + 3 * 600_000))
+    assert cover(7, 3, 150_000, 600_000, 10**6) == (7, 3, ceil_micro(7 * 150_000 + 3 * 600_000))
     assert cover(10, 10, 1_000_000, 2_000_000, 15) == (10, 2, 14)  # budget covers prompt first
     assert cover(10, 10, -1, -1, 10**9) == (0, 0, 0)  # no price: credits cannot pay
 
@@ -305,251 +271,6 @@ def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
-# ---- property: random sequences always balance --------------------------------------------------------
-
-_action = st.one_of(
-    st.tuples(st.just("reserve"), st.integers(0, 300), st.integers(0, 300), st.sampled_from(["m1", "m2"])),
-    st.tuples(st.just("settle"), st.integers(0, 50), st.floats(0, 1.3), st.floats(0, 1.3)),
-    st.tuples(st.just("release"), st.integers(0, 50)),
-    st.tuples(st.just("progress"), st.integers(0, 50), st.integers(0, 400)),
-    st.tuples(st.just("grant"), st.integers(1, 2000), st.sampled_from([None, -1, 1])),
-    st.tuples(st.just("credit"), st.integers(1, 5000)),
-)
-
-
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(_action, min_size=1, max_size=25))
-def test_random_sequences_always_balance(actions: list[tuple[object, ...]]) -> None:
-    tenant = Tenant("p", "P", "de", prices={"m1": ModelPrice(0.15, 0.6), "m2": ModelPrice(3, 1)})
-
-    async def run(url: str) -> None:
-        led = Ledger.open(url, progress_block=4)
-        led.grant("p", 100, None)
-        await led.start()
-        live: list[Reservation] = []
-        settlements: list[tuple[Reservation, int, int, Settlement]] = []
-        for act in actions:
-            kind = act[0]
-            if kind == "reserve":
-                with contextlib.suppress(InsufficientFunds):
-                    live.append(await led.reserve(tenant, "q", str(act[3]), int(act[1]), int(act[2])))  # type: ignore[call-overload]
-            elif kind in ("settle", "release", "progress") and live:
-                r = live[int(act[1]) % len(live)]  # type: ignore[call-overload]
-                if kind == "settle":
-                    p = int(r.prompt_tokens * float(act[2]))  # type: ignore[arg-type]
-                    c = int(r.max_tokens * float(act[3]))  # type: ignore[arg-type]
-                    with contextlib.suppress(LedgerError):  # settled after a release
-                        settlements.append((r, p, c, await led.settle(r, p, c)))
-                elif kind == "release":
-                    await led.release(r)
-                else:
-                    await led.progress(r, int(act[2]))  # type: ignore[call-overload]
-            elif kind == "grant":
-                when = None if act[2] is None else datetime.now(UTC) + timedelta(days=int(act[2]))  # type: ignore[call-overload]
-                if when is None or when > datetime.now(UTC):
-                    led.grant("p", int(act[1]), when)  # type: ignore[call-overload]
-                else:
-                    with pytest.raises(ValueError):
-                        led.grant("p", int(act[1]), when)  # type: ignore[call-overload]
-            elif kind == "credit":
-                led.credit("p", int(act[1]) / 1e6)  # type: ignore[call-overload]
-        await led.close()
-        audit = led.audit()
-        assert audit.ok, audit.problems
-        b = led.balance("p")
-        assert min(b.grant_tokens, b.reserved_tokens, b.spent_tokens, b.credit_micro, b.reserved_micro,
-                   b.spent_micro) >= 0
-        assert b.granted_tokens == b.grant_tokens + b.expired_tokens + b.reserved_tokens + b.spent_tokens
-        assert b.credited_micro == b.credit_micro + b.reserved_micro + b.spent_micro
-        first: dict[str, Settlement] = {}
-        for r, _, _, s in settlements:
-            first.setdefault(r.id, s)
-        assert b.spent_tokens == sum(s.grant_tokens for s in first.values())
-        assert b.spent_micro == sum(s.credit_micro for s in first.values())
-        for r, p, c, s in settlements:
-            if s is not first[r.id]:
-                assert s == first[r.id]  # idempotent
-                continue
-            assert s.grant_tokens + s.unbilled_tokens <= p + c
-            if p <= r.prompt_tokens and c <= r.max_tokens:  # within the reservation: exact charge, nothing unbilled
-                assert s.unbilled_tokens == 0 and s.grant_tokens <= r.grant_tokens
-                rest = p + c - s.grant_tokens
-                rp = max(0, p - s.grant_tokens)
-                price = tenant.prices[r.model]
-                pico = rp * round(price.input_usd_per_mtok * 1e6) + (rest - rp) * round(price.output_usd_per_mtok * 1e6)
-                assert s.credit_micro == _ceil_micro(pico) <= r.credit_micro
-
-    with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(run(f"sqlite:///{Path(tmp) / 'l.db'}"))
-
-
-# ---- concurrency: 1,000 requests against a grant for 100 --------------------------------------------------
-
-async def admit_1000_against_100(led: Any, db: Ledger, rng: random.Random) -> None:
-    """1,000 requests of each of two tenants at once, each tenant's balance covering exactly 100 worst cases:
-    exactly 100 each are admitted, the rest refused; settled at random usage, the ledger balances to the token.
-    ``led`` is the metering under test (strict :class:`Ledger` or the leased one), ``db`` its database."""
-    db.grant("free", 100 * 150, None)
-    db.credit("pay", 100 * 150 * 20 / 1e6)  # the "*" price: 20 US$ per Mtok output; worst case 150 tokens
-    await led.start()
-    results = await asyncio.gather(
-        *(led.reserve(FREE, f"q{i}", "m", 50, 100) for i in range(1000)),
-        *(led.reserve(PAYING, f"p{i}", "mx", 0, 150) for i in range(1000)),
-        return_exceptions=True)
-    free = [r for r in results[:1000] if isinstance(r, Reservation)]
-    paid = [r for r in results[1000:] if isinstance(r, Reservation)]
-    assert len(free) == 100 and len(paid) == 100
-    assert all(isinstance(r, InsufficientFunds) for r in results if not isinstance(r, Reservation))
-    used = {r.id: rng.randint(0, 100) for r in free + paid}
-    settled = await asyncio.gather(*(led.settle(r, r.prompt_tokens, used[r.id]) for r in free + paid))
-    await led.close()
-    bf, bp = db.balance("free"), db.balance("pay")
-    spent = sum(50 + used[r.id] for r in free)
-    assert (bf.spent_tokens, bf.grant_tokens, bf.reserved_tokens, bf.pending, bf.leases) == (spent, 15000 - spent,
-                                                                                            0, 0, 0)
-    assert bp.spent_micro == sum(used[r.id] * 20 for r in paid) == sum(s.credit_micro for s in settled)
-    assert bp.credit_micro == 300_000 - bp.spent_micro
-    audit = db.audit()
-    assert audit.ok, audit.problems
-    assert audit.settled == 200 and audit.pending == 0 and audit.leases == 0
-
-
-def test_thousand_concurrent_requests_against_a_grant_for_100(url: str) -> None:
-    """Bound: a request is admitted only when its worst case (prompt + max_tokens) is reserved, so at most
-    floor(grant / (prompt + max_tokens)) = 100 run at once; the ledger then balances to the token."""
-    led = Ledger.open(url, instance_id="gw")
-    asyncio.run(admit_1000_against_100(led, led, random.Random(5)))
-
-
-def test_two_instances_sharing_postgresql_never_overspend(pg_url: str) -> None:
-    async def run() -> None:
-        a = Ledger.open(pg_url, instance_id="gw-a")
-        b = Ledger.open(pg_url, instance_id="gw-b")
-        a.grant("free", 60 * 100, None)
-        a.credit("pay", 40 * (40 * 10 + 60 * 20) / 1e6)  # credits for 40 more at the "*" price (10/20 US$/Mtok)
-        a.grant("pay", 60 * 100, None)
-        await a.start()
-        await b.start()
-
-        async def burst(led: Ledger, tenant: Tenant, n: int) -> list[Reservation]:
-            out = await asyncio.gather(*(led.reserve(tenant, f"q{i}", "mx", 40, 60) for i in range(n)),
-                                       return_exceptions=True)
-            return [r for r in out if isinstance(r, Reservation)]
-
-        ra, rb, pa, pb = await asyncio.gather(burst(a, FREE, 400), burst(b, FREE, 400),
-                                              burst(a, PAYING, 400), burst(b, PAYING, 400))
-        assert len(ra) + len(rb) == 60
-        assert len(pa) + len(pb) == 100
-        await asyncio.gather(*(a.settle(r, 40, 60) for r in ra + pa), *(b.settle(r, 40, 60) for r in rb + pb))
-        await a.close()
-        await b.close()
-        free, pay = a.balance("free"), a.balance("pay")
-        assert (free.spent_tokens, free.grant_tokens) == (6000, 0)
-        assert (pay.spent_tokens, pay.grant_tokens, pay.credit_micro, pay.spent_micro) == (6000, 0, 0, 64_000)
-        assert a.audit().ok
-
-    asyncio.run(run())
-
-
-def test_lost_postgresql_connection_is_reopened_and_the_batch_retried(pg_url: str) -> None:
-    async def run() -> None:
-        led = Ledger.open(pg_url)
-        led.grant("free", 1000, None)
-        await led.start()
-        r = await led.reserve(FREE, "q", "m", 1, 9)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                          (pg_url.rsplit("/", 1)[1],))
-        s = await led.settle(r, 1, 4)
-        assert s.grant_tokens == 5 and led.stats.retries >= 1 and led.stats.failed_ops == 0
-        await led.close()
-        assert led.balance("free").spent_tokens == 5 and led.audit().ok
-
-    asyncio.run(run())
-
-
-# ---- kill -9 mid-stream, restart: no lost and no double charge --------------------------------------------
-
-CHILD = textwrap.dedent("""
-    import asyncio, json, sys
-    from sovcloud.metering.ledger import Ledger
-    from sovcloud.metering.tenants import ModelPrice, Tenant
-
-    async def main(url):
-        led = Ledger.open(url, instance_id="gw1", progress_block=8)
-        t = Tenant("t1", "T", "de", prices={"*": ModelPrice(1.0, 2.0)})
-        await led.start()
-        a = await led.reserve(t, "a", "m", 10, 100)
-        await led.settle(a, 10, 40)
-        b = await led.reserve(t, "b", "m", 10, 100)
-        c = await led.reserve(t, "c", "m", 10, 1000)
-        print(json.dumps({"a": a.id, "b": b.id, "c": c.id}), flush=True)
-        n = 0
-        while True:
-            n += 1
-            await led.progress(c, n)
-            print(n, flush=True)  # token n forwarded to the client
-            await asyncio.sleep(0.001)
-
-    asyncio.run(main(sys.argv[1]))
-""")
-
-
-def stream_until_killed(script: Path, *args: str) -> tuple[dict[str, str], int]:
-    """Run ``script`` (it prints its reservation ids as JSON, then one line per token it forwards), SIGKILL
-    it after a random 20-60 tokens; returns the ids and the last token it reported forwarded."""
-    proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    delivered = 0
-    try:
-        assert proc.stdout is not None
-        ids = json.loads(proc.stdout.readline() or "{}")
-        assert ids, proc.stderr.read() if proc.stderr else ""
-        target = random.Random().randint(20, 60)
-        while delivered < target:
-            delivered = int(proc.stdout.readline())
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    rest = proc.stdout.read().split() if proc.stdout else []
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-    return ids, int(rest[-1]) if rest else delivered
-
-
-def test_kill_9_mid_stream_then_recover(url: str, tmp_path: Path) -> None:
-    Ledger.open(url).grant("t1", 1500, None)
-    script = tmp_path / "child.py"
-    script.write_text(CHILD, encoding="utf-8")
-    ids, delivered = stream_until_killed(script, url)
-
-    assert Ledger.open(url, instance_id="gw2").recover() == 0  # another instance's reservations are not its own
-    led = Ledger.open(url, instance_id="gw1")
-    before = led.balance("t1")
-    assert before.pending == 2
-    assert led.recover() == 2
-    assert led.recover() == 0
-
-    async def check() -> None:
-        await led.start()
-        a = await led.settle(Reservation(ids["a"], "t1", "m", 0, 0.0, 10, 100), 0, 0)
-        c = await led.settle(Reservation(ids["c"], "t1", "m", 0, 0.0, 10, 1000), 0, 0)
-        with pytest.raises(LedgerError, match="released"):
-            await led.settle(Reservation(ids["b"], "t1", "m", 0, 0.0, 10, 100), 0, 0)
-        await led.close()
-        assert (a.prompt_tokens, a.completion_tokens, a.recovered) == (10, 40, False)  # not charged again
-        assert c.recovered and c.prompt_tokens == 10
-        assert delivered <= c.completion_tokens <= delivered + 8, (delivered, c)
-        b = led.balance("t1")
-        assert b.spent_tokens == 50 + 10 + c.completion_tokens
-        assert (b.pending, b.reserved_tokens, b.grant_tokens) == (0, 0, 1500 - b.spent_tokens)
-
-    asyncio.run(check())
-    audit = led.audit()
-    assert audit.ok, audit.problems
-
-
 # ---- errors ----------------------------------------------------------------------------------------
 
 def test_bad_urls_are_ledger_errors(tmp_path: Path) -> None:
@@ -566,6 +287,29 @@ def test_bad_urls_are_ledger_errors(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match=r"pg_ctlcluster --skip-systemctl-redirect") as exc:
         Ledger.open("postgresql://postgres:secret@127.0.0.1:1/none")
     assert "secret" not in str(exc.value) and exc.value.__cause__ is not None
+
+
+def test_non_finite_amounts_and_prices_are_ledger_value_errors(sqlite_url: str) -> None:
+    led = Ledger.open(sqlite_url)
+    for usd in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(LedgerValueError, match="a credit must be a positive amount"):
+            led.credit("pay", usd)
+    assert led.balance("pay").credited_micro == 0
+    assert price_pico(0.15) == 150_000
+    for price in (float("nan"), float("inf")):
+        with pytest.raises(LedgerValueError, match="not a finite number"):
+            price_pico(price)
+    odd = Tenant("odd", "Odd", "de", prices={"*": ModelPrice(float("nan"), 1.0)})
+
+    async def run() -> None:
+        led.grant("odd", 10, None)
+        await led.start()
+        with pytest.raises(LedgerValueError, match="not a finite number"):
+            await led.reserve(odd, "q", "m", 1, 100)  # the grant cannot cover it: the price is needed
+        await led.close()
+
+    asyncio.run(run())
+    assert issubclass(LedgerValueError, ValueError)
 
 
 def test_default_url_and_writer_required(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> None:

@@ -60,6 +60,10 @@ def test_authenticate_round_trip_and_policy(url: str) -> None:
             fresh.add(ACME)
         with pytest.raises(ConfigError, match="not valid"):
             fresh.add(Tenant("Bad Id", "x", "de"))
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ConfigError, match=r"price of 'm'.*not a finite number"):
+                fresh.add(Tenant("odd", "x", "de", prices={"m": ModelPrice(0.5, bad)}))
+        assert [x.id for x in fresh.list()] == ["acme"]
 
 
 def test_authenticate_is_served_from_memory(url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,11 +16,11 @@ and from the per-request records, which are written by different code paths of e
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sovcloud.metering.book import PENDING, RELEASED, SETTLED, parse_parts
 from sovcloud.metering.db import LedgerDB
+from sovcloud.metering.records import PENDING, RELEASED, SETTLED, parse_parts
 
 __all__ = ["AuditResult", "Balance", "read_audit", "read_balance"]
 
@@ -135,60 +135,14 @@ def read_audit(db: LedgerDB, conn: Any, tenant_id: str | None) -> AuditResult:
     finally:
         db.rollback(conn)
     problems: list[str] = []
-    g_reserved: dict[int, int] = defaultdict(int)
-    g_spent: dict[int, int] = defaultdict(int)
-    c_reserved: dict[str, int] = defaultdict(int)
-    c_spent: dict[str, int] = defaultdict(int)
-    unbilled: dict[str, int] = defaultdict(int)
-    counts = {PENDING: 0, SETTLED: 0, RELEASED: 0}
-    for rid, tenant, state, parts, credit, charged, money, extra in rows:
-        counts[state] = counts.get(state, 0) + 1
-        if state == PENDING:
-            for gid, t in parse_parts(parts):
-                g_reserved[gid] += t
-            c_reserved[tenant] += credit
-        elif state == SETTLED:
-            for gid, t in parse_parts(charged):
-                g_spent[gid] += t
-            c_spent[tenant] += money
-            unbilled[tenant] += extra
-        elif state != RELEASED:
-            problems.append(f"reservation {rid}: unknown state {state}")
-    for _, tenant, parts, credit in leases:  # what open leases hold is reserved too
-        for gid, t in parse_parts(parts):
-            g_reserved[gid] += t
-        c_reserved[tenant] += credit
-    journal_tokens: dict[str, int] = defaultdict(int)
-    journal_micro: dict[str, int] = defaultdict(int)
+    usage = _usage(rows, leases, problems)
+    journal_tokens: defaultdict[str, int] = defaultdict(int)
+    journal_micro: defaultdict[str, int] = defaultdict(int)
     for tenant, kind, tokens, micro in entries:
         journal_tokens[tenant] += int(tokens or 0) if kind == "grant" else 0
         journal_micro[tenant] += int(micro or 0) if kind == "credit" else 0
-    granted: dict[str, int] = defaultdict(int)
-    for gid, tenant, total, available, reserved, spent in grants:
-        granted[tenant] += total
-        if total != available + reserved + spent or min(available, reserved, spent) < 0:
-            problems.append(f"grant {gid} of {tenant}: granted {total} != available {available} + reserved "
-                            f"{reserved} + spent {spent} (or a negative term)")
-        if reserved != g_reserved.pop(gid, 0) or spent != g_spent.pop(gid, 0):
-            problems.append(f"grant {gid} of {tenant}: reserved {reserved}/spent {spent} differ from the "
-                            "reservations' records")
-    for gid in sorted(set(g_reserved) | set(g_spent)):
-        if g_reserved[gid] or g_spent[gid]:
-            problems.append(f"reservations refer to grant {gid}, which is not in the ledger")
-    seen: set[str] = set()
-    for tenant, credited, available, reserved, spent, extra in accounts:
-        seen.add(tenant)
-        if credited != available + reserved + spent or min(available, reserved, spent) < 0:
-            problems.append(f"credit of {tenant}: credited {credited} != available {available} + reserved {reserved} "
-                            f"+ spent {spent} micro-US$ (or a negative term)")
-        if reserved != c_reserved[tenant] or spent != c_spent[tenant] or extra != unbilled[tenant]:
-            problems.append(f"credit of {tenant}: reserved {reserved}/spent {spent}/unbilled {extra} differ from "
-                            f"the reservations' records ({c_reserved[tenant]}/{c_spent[tenant]}/{unbilled[tenant]})")
-        if credited != journal_micro[tenant]:
-            problems.append(f"credit of {tenant}: credited {credited} != journal {journal_micro[tenant]} micro-US$")
-    for tenant in sorted(set(c_reserved) | set(c_spent) | set(journal_micro)):
-        if tenant not in seen and (c_reserved[tenant] or c_spent[tenant] or journal_micro[tenant]):
-            problems.append(f"tenant {tenant} has credit records but no account")
+    granted = _check_grants(grants, usage, problems)
+    seen = _check_credits(accounts, usage, journal_micro, problems)
     for tenant in sorted(set(granted) | set(journal_tokens)):
         if granted[tenant] != journal_tokens[tenant]:
             problems.append(f"grants of {tenant}: {granted[tenant]} tokens != journal {journal_tokens[tenant]}")
@@ -199,5 +153,81 @@ def read_audit(db: LedgerDB, conn: Any, tenant_id: str | None) -> AuditResult:
         credited_micro=sum(a[1] for a in accounts), remaining_micro=sum(a[2] for a in accounts),
         reserved_micro=sum(a[3] for a in accounts), spent_micro=sum(a[4] for a in accounts),
         unbilled_tokens=sum(a[5] for a in accounts),
-        pending=counts[PENDING], settled=counts[SETTLED], released=counts[RELEASED], leases=len(leases),
+        pending=usage.counts[PENDING], settled=usage.counts[SETTLED], released=usage.counts[RELEASED],
+        leases=len(leases),
     )
+
+
+@dataclass
+class _Usage:
+    """What the per-request records say: per grant the tokens reserved and spent, per tenant the credit
+    reserved and spent and the unbilled tokens, and how many reservations are in each state."""
+
+    g_reserved: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
+    g_spent: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
+    c_reserved: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    c_spent: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    unbilled: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    counts: dict[int, int] = field(default_factory=lambda: {PENDING: 0, SETTLED: 0, RELEASED: 0})
+
+
+def _usage(rows: list[Any], leases: list[Any], problems: list[str]) -> _Usage:
+    """Sum the reservations (pending: reserved; settled: spent and unbilled) and the open leases (reserved)."""
+    u = _Usage()
+    for rid, tenant, state, parts, credit, charged, money, extra in rows:
+        u.counts[state] = u.counts.get(state, 0) + 1
+        if state == PENDING:
+            for gid, t in parse_parts(parts):
+                u.g_reserved[gid] += t
+            u.c_reserved[tenant] += credit
+        elif state == SETTLED:
+            for gid, t in parse_parts(charged):
+                u.g_spent[gid] += t
+            u.c_spent[tenant] += money
+            u.unbilled[tenant] += extra
+        elif state != RELEASED:
+            problems.append(f"reservation {rid}: unknown state {state}")
+    for _, tenant, parts, credit in leases:  # what open leases hold is reserved too
+        for gid, t in parse_parts(parts):
+            u.g_reserved[gid] += t
+        u.c_reserved[tenant] += credit
+    return u
+
+
+def _check_grants(grants: list[Any], u: _Usage, problems: list[str]) -> defaultdict[str, int]:
+    """Each grant's equation and its agreement with the records; returns the tokens granted per tenant."""
+    granted: defaultdict[str, int] = defaultdict(int)
+    for gid, tenant, total, available, reserved, spent in grants:
+        granted[tenant] += total
+        if total != available + reserved + spent or min(available, reserved, spent) < 0:
+            problems.append(f"grant {gid} of {tenant}: granted {total} != available {available} + reserved "
+                            f"{reserved} + spent {spent} (or a negative term)")
+        if reserved != u.g_reserved.pop(gid, 0) or spent != u.g_spent.pop(gid, 0):
+            problems.append(f"grant {gid} of {tenant}: reserved {reserved}/spent {spent} differ from the "
+                            "reservations' records")
+    for gid in sorted(set(u.g_reserved) | set(u.g_spent)):
+        if u.g_reserved[gid] or u.g_spent[gid]:
+            problems.append(f"reservations refer to grant {gid}, which is not in the ledger")
+    return granted
+
+
+def _check_credits(accounts: list[Any], u: _Usage, journal_micro: defaultdict[str, int],
+                   problems: list[str]) -> set[str]:
+    """Each tenant's credit equation, its agreement with the records and with the journal; returns the
+    tenants that have an account."""
+    seen: set[str] = set()
+    for tenant, credited, available, reserved, spent, extra in accounts:
+        seen.add(tenant)
+        if credited != available + reserved + spent or min(available, reserved, spent) < 0:
+            problems.append(f"credit of {tenant}: credited {credited} != available {available} + reserved {reserved} "
+                            f"+ spent {spent} micro-US$ (or a negative term)")
+        if reserved != u.c_reserved[tenant] or spent != u.c_spent[tenant] or extra != u.unbilled[tenant]:
+            problems.append(f"credit of {tenant}: reserved {reserved}/spent {spent}/unbilled {extra} differ from "
+                            f"the reservations' records ({u.c_reserved[tenant]}/{u.c_spent[tenant]}/"
+                            f"{u.unbilled[tenant]})")
+        if credited != journal_micro[tenant]:
+            problems.append(f"credit of {tenant}: credited {credited} != journal {journal_micro[tenant]} micro-US$")
+    for tenant in sorted(set(u.c_reserved) | set(u.c_spent) | set(journal_micro)):
+        if tenant not in seen and (u.c_reserved[tenant] or u.c_spent[tenant] or journal_micro[tenant]):
+            problems.append(f"tenant {tenant} has credit records but no account")
+    return seen

@@ -137,7 +137,7 @@ sa.Table(  # one row per request: the reservation, then its settlement (the usag
     sqlite_with_rowid=False,  # one B-tree keyed by the reservation id instead of rowid table + id index
 )
 sa.Table(  # one row per lease: grant tokens and credit moved to one gateway instance, which admits and settles
-    # requests against them in memory (sovcloud.ledgerlease); held = taken - charged, returned when closed
+    # requests against them in memory (sovcloud.metering.lease); held = taken - charged, returned when closed
     "ledger_leases", ledger_metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("tenant_id", sa.String(128), nullable=False),

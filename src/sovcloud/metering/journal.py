@@ -1,6 +1,6 @@
 """The per-instance journal of requests metered in memory: written before anything reaches a client.
 
-A gateway instance that admits requests against its leases (:mod:`sovcloud.ledgerlease`) records each
+A gateway instance that admits requests against its leases (:mod:`sovcloud.metering.lease`) records each
 step here before acting on it: the reservation (``R``), each progress mark of a stream (``P``), the
 settlement (``S``) or the release (``X``). A record is one JSON line copied into a segment file mapped
 into memory (``mmap``, ``MAP_SHARED``): the copy is the write, with no system call, so the event loop
@@ -16,7 +16,7 @@ The database is written behind (charges in batches); a record is *outstanding* u
 its request's outcome. The journal is cut into segments; segments are deleted oldest first, and only
 when neither they nor any older segment hold an outstanding record, so a request's later records are
 never kept while its earlier ones are gone. After a crash, :meth:`Journal.read` returns every record
-left and :mod:`sovcloud.ledgerlease` replays them into the database (idempotently) before serving.
+left and :mod:`sovcloud.metering.recovery` replays them into the database (idempotently) before serving.
 
 One instance id, one directory: an exclusive ``flock`` on ``LOCK`` refuses a second process that
 would share it.

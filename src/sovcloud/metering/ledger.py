@@ -1,11 +1,11 @@
 """The metering ledger: reserve the worst case at admission, settle the actual usage, never lose a charge.
 
-Design (math of the balances in :mod:`sovcloud.ledgerbook`, the audit in :mod:`sovcloud.ledgeraudit`,
-database details in :mod:`sovcloud.ledgerdb`):
+Design (math of the balances in :mod:`sovcloud.metering.book` and :mod:`sovcloud.metering.pricing`, the
+audit in :mod:`sovcloud.metering.audit`, database details in :mod:`sovcloud.metering.db`):
 
 * **Group commit.** ``reserve``/``progress``/``settle``/``release`` put an operation on a queue and await
   a future. One writer thread per :class:`Ledger` takes everything queued (up to ``max_batch``), applies
-  it in one transaction (:class:`~sovcloud.ledgerbook.Batch`: a handful of statements per batch, not per
+  it in one transaction (:class:`~sovcloud.metering.book.Batch`: a handful of statements per batch, not per
   request) and resolves the batch's futures with one ``call_soon_threadsafe``. Batches form by
   themselves: while one commits, the next accumulates, so there is no timer and no added latency at low
   load. The event loop only creates a future and enqueues (a few microseconds per operation).
@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import queue
 import sys
@@ -46,8 +47,10 @@ from typing import Any
 
 from sovcloud.errors import LedgerError, LedgerValueError
 from sovcloud.metering.audit import AuditResult, Balance, read_audit, read_balance
-from sovcloud.metering.book import Batch, Op, Reservation, Settlement, price_pico
+from sovcloud.metering.book import Batch
 from sovcloud.metering.db import LedgerDB, default_ledger_url, ledger_metadata, redact_url
+from sovcloud.metering.pricing import price_pico
+from sovcloud.metering.records import Op, Reservation, Settlement
 from sovcloud.metering.tenants import Tenant
 
 __all__ = ["AuditResult", "Balance", "Ledger", "LedgerStats", "Reservation", "Settlement", "check_tokens",
@@ -378,7 +381,7 @@ class Ledger:
 
     def credit(self, tenant_id: str, usd: float) -> None:
         """Add ``usd`` US$ of credit (stored as integer micro-dollars)."""
-        micro = round(usd * 1_000_000)
+        micro = round(usd * 1_000_000) if math.isfinite(usd) else 0
         if micro <= 0:
             raise LedgerValueError(f"a credit must be a positive amount of US$ (got {usd})")
         self._admin(tenant_id, "UPDATE ledger_accounts SET credited = credited + ?, credit_available = "

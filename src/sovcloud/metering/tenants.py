@@ -23,6 +23,7 @@ import builtins
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import time
@@ -157,6 +158,11 @@ class TenantStore:
         """Store a new tenant and return its first API key (shown once; only its hash is kept)."""
         if not _ID_RE.match(tenant.id):
             raise ConfigError(f"tenant id {tenant.id!r} is not valid; use lowercase letters, digits, '.', '_', '-'")
+        for m, p in sorted(tenant.prices.items()):
+            if not (math.isfinite(p.input_usd_per_mtok) and math.isfinite(p.output_usd_per_mtok)):
+                raise ConfigError(f"tenant {tenant.id!r}: the price of {m!r} ({p.input_usd_per_mtok}/"
+                                  f"{p.output_usd_per_mtok}) is not a finite number of US$ per million tokens; "
+                                  "e.g. 0.5/1.5")
         prices = {m: [p.input_usd_per_mtok, p.output_usd_per_mtok] for m, p in tenant.prices.items()}
         models = json.dumps(sorted(tenant.allowed_models)) if tenant.allowed_models is not None else None
         row = {"id": tenant.id, "name": tenant.name, "origin_zone": tenant.origin_zone, "allowed_models": models,
