@@ -175,6 +175,8 @@ def test_cli_grant_and_credit_reject_bad_values(url: str) -> None:
         (["grant", "acme", "10", "--expires", "2001-01-01"], "is in the past"),
         (["grant", "acme", "10", "--expires", "soon"], "is not an ISO date"),
         (["credit", "acme", "0"], "must be a positive amount"),
+        (["credit", "acme", "inf"], "must be a positive amount"),
+        (["credit", "acme", "nan"], "must be a positive amount"),
         (["add", "Acme", "--origin", "fr"], "tenant 'acme' already exists"),
     ]
     for args, needle in cases:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -217,7 +218,7 @@ def credit_command(
     from sovcloud.metering.ledger import Ledger, default_ledger_url
     from sovcloud.metering.tenants import TenantStore
 
-    if not usd > 0 or round(usd * 1_000_000) <= 0:
+    if not (math.isfinite(usd) and usd > 0) or round(usd * 1_000_000) <= 0:
         raise UsageError(f"USD {usd} must be a positive amount (at least 0.000001), e.g. 250")
     url = ledger or default_ledger_url()
     with TenantStore.open(url) as store:
