@@ -113,8 +113,26 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
     T = time_slices or sc.planning.time_slices
     L = 24.0 / T
     periods = list(sc.horizon.periods)
-    rate = sc.horizon.discount_rate
+    demand = _demand(world, T, periods)
+    pruned_to = _prune_routes(demand, sc.planning.max_route_pairs)
+    coords = {
+        "bought": periods, "site": ds.site.values, "chip": ds.chip.values, "model": ds.model.values,
+        "workload": ds.workload.values, "period": periods, "slice": np.arange(T),
+    }
+    out = xr.Dataset(
+        {**_capacity_arrays(world), **_chip_arrays(world, periods), **_site_arrays(world, periods),
+         **_period_arrays(world, periods)},
+        coords=coords,
+        attrs={"budget_total": ds.attrs["budget_total_usd"] / 1e6, "slice_hours": L,
+               "routes_pruned_to": pruned_to},
+    )
+    return PlanInputs(world=world, ds=out, demand=demand, slice_hours=L)
 
+
+def _demand(world: World, T: int, periods: list[int]) -> dict[str, Demand]:
+    """Each workload's demand in ``T`` slices, zones merged into demand groups (see module docstring)."""
+    sc, ds = world.scenario, world.ds
+    L = 24.0 / T
     # latency feasibility [zone, site, workload]: RTT within the workload's budget (batch: none)
     budget = ds.workload_rtt_budget_ms.fillna(np.inf)
     latency_ok = (ds.rtt_ms <= budget).transpose("zone", "site", "workload").values
@@ -149,18 +167,31 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
                         "period": periods, "slice": np.arange(T)},
             ),
         )
+    return demand
 
-    pruned_to = _prune_routes(demand, sc.planning.max_route_pairs)
 
-    # capacity per chip [model, chip, workload] in Mtok/h from the physics goodput
+def _capacity_arrays(world: World) -> dict[str, tuple[object, ...]]:
+    """Capacity per chip [model, chip, workload] in Mtok/h from the physics goodput, and its inverse."""
+    sc = world.scenario
     cases = [PerfCase(w.id, w.input_tokens, w.output_tokens, w.ttft_s, w.tpot_s) for w in sc.workloads]
     gp = goodput_table(sc.models, sc.accelerators, cases=cases)
     shape = np.array([(w.input_tokens + w.output_tokens) / w.output_tokens for w in sc.workloads])
     cap = np.nan_to_num(gp.values) * shape[None, None, :] * 3600.0 / 1e6 * sc.planning.target_utilization
     cap = np.where(cap > 1e-9, cap, 0.0)
+    dims = ("model", "chip", "workload")
+    return {
+        "cap": (dims, cap),
+        "tp": (dims, gp.tp.values),
+        "precision": (dims, gp.precision.values),
+        "inv_cap": (dims, np.divide(1.0, cap, out=np.zeros_like(cap), where=cap > 0)),
+    }
 
-    # per-chip power (MW) idle and full, incl. server and network overhead
+
+def _chip_arrays(world: World, periods: list[int]) -> dict[str, tuple[object, ...]]:
+    """Per chip (and chip x site): power, servers, lifetimes, prices incl. export fees, supply, fleets."""
+    sc, ds = world.scenario, world.ds
     chips = sc.accelerators
+    # per-chip power (MW) idle and full, incl. server and network overhead
     args = dict(
         tdp_w=np.array([c.tdp_w for c in chips]), idle_fraction=np.array([c.idle_power_fraction for c in chips]),
         server_chips=np.array([float(c.server_chips) for c in chips]),
@@ -168,17 +199,54 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
     )
     full_mw = np.asarray(it_power_mw(1.0, 1.0, **args))
     idle_mw = np.asarray(it_power_mw(1.0, 0.0, **args))
-
-    # discounting and annuities
-    df = np.array([1.0 / (1.0 + rate) ** (p - periods[0]) for p in periods])
-    remaining_df = np.array([df[i:].sum() for i in range(len(periods))])  # years p..end, discounted
-    chip_crf = np.array([crf(rate, c.lifetime_years) for c in chips])
+    chip_crf = np.array([crf(sc.horizon.discount_rate, c.lifetime_years) for c in chips])
     server_cost = np.array([(c.server_chips * c.unit_price_usd + c.server_price_usd) / 1e6 for c in chips])
     chip_cost = np.array([c.server_chips * c.unit_price_usd / 1e6 for c in chips])
     fee = ds.export_fee_share.values  # [c, s, p]
     capex_server = server_cost[:, None, None] + chip_cost[:, None, None] * fee  # [c, s, p] US$M per server
+    return {
+        "chip_full_mw": ("chip", full_mw), "chip_idle_mw": ("chip", idle_mw),
+        "server_chips": ("chip", np.array([c.server_chips for c in chips])),
+        "capex_server": (("chip", "site", "period"), capex_server),
+        "chip_crf": ("chip", chip_crf),
+        # a server bought in b serves in p while b <= p < b + lifetime
+        "alive": (("chip", "bought", "period"), np.array(
+            [[[b <= p < b + c.lifetime_years for p in periods] for b in periods] for c in chips])),
+        "installed_servers": (("site", "chip"), np.array(
+            [[np.ceil(site.installed_chips.get(c.id, 0) / c.server_chips) for c in chips] for site in sc.sites])),
+        "hostable": (("site", "chip"), np.array(
+            [[site.allowed_chips is None or c.id in site.allowed_chips for c in chips] for site in sc.sites])),
+        "supply_servers": (("chip", "period"), ds.chip_supply_cap.values
+                           / np.array([c.server_chips for c in chips])[:, None]),
+        "export_allowed": (("chip", "site", "period"), ds.export_allowed.values),
+        "rack_servers": ("chip", np.array([float(c.rack_servers) for c in chips])),
+    }
 
-    # site options: aggregated per site (cumulative MW cap, cost per MW, fixed cost, readiness)
+
+def _site_arrays(world: World, periods: list[int]) -> dict[str, tuple[object, ...]]:
+    """Per site (and site x period): availability, installed power, aggregated options, PUE/WUE, prices."""
+    ds = world.ds
+    return {
+        "site_available": (("site", "period"), ds.site_available.values),
+        "installed_mw": (("site", "period"), ds.installed_power_mw.values * ds.site_available.values),
+        **_site_options(world, periods),
+        "candidate": ("site", ds.site_kind.values == "candidate"),
+        "pue": ("site", ds.site_pue.values),
+        "wue": ("site", ds.site_wue_l_per_kwh.values),
+        "energy_price": ("site", ds.site_electricity_usd_per_kwh.values * 1000 / 1e6),  # US$M per MWh
+        "renewable_max": ("site", ds.site_renewable_max_share.values),
+        "renewable_price": ("site", ds.site_renewable_usd_per_mwh.values / 1e6),
+    }
+
+
+def _site_options(world: World, periods: list[int]) -> dict[str, tuple[object, ...]]:
+    """Site options aggregated per site: cumulative MW cap, cost per MW, fixed cost, annuity, space and water.
+
+    An option adds its MW from the first period whose policy date is past its lead time; the costs
+    per MW are the options' means weighted by their largest MW cap.
+    """
+    sc, ds = world.scenario, world.ds
+    rate = sc.horizon.discount_rate
     dates = policy_dates(sc)
     start = dt.date(periods[0], 1, 1)
     S = len(sc.sites)
@@ -211,50 +279,22 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
             opt_crf[i] = crf(rate, min(o.lifetime_years for o in site.options))
     # no new capacity before a site first serves; after an outage what was built stays (never shrinks)
     opt_cap *= np.maximum.accumulate(ds.site_available.values, axis=1)
-
-    coords = {
-        "bought": periods, "site": ds.site.values, "chip": ds.chip.values, "model": ds.model.values,
-        "workload": ds.workload.values, "period": periods, "slice": np.arange(T),
+    return {
+        "option_cap_mw": (("site", "period"), opt_cap),
+        "capex_per_mw": ("site", capex_mw), "fixed_capex": ("site", fixed),
+        "annual_per_mw": ("site", annual_mw), "option_crf": ("site", opt_crf),
+        "space_cap_racks": ("site", space_cap), "water_cap_m3": ("site", water_cap),
     }
-    out = xr.Dataset(
-        {
-            "cap": (("model", "chip", "workload"), cap),
-            "tp": (("model", "chip", "workload"), gp.tp.values),
-            "precision": (("model", "chip", "workload"), gp.precision.values),
-            "chip_full_mw": ("chip", full_mw), "chip_idle_mw": ("chip", idle_mw),
-            "server_chips": ("chip", np.array([c.server_chips for c in chips])),
-            "capex_server": (("chip", "site", "period"), capex_server),
-            "chip_crf": ("chip", chip_crf),
-            # a server bought in b serves in p while b <= p < b + lifetime
-            "alive": (("chip", "bought", "period"), np.array(
-                [[[b <= p < b + c.lifetime_years for p in periods] for b in periods] for c in chips])),
-            "installed_servers": (("site", "chip"), np.array(
-                [[np.ceil(site.installed_chips.get(c.id, 0) / c.server_chips) for c in chips] for site in sc.sites])),
-            "hostable": (("site", "chip"), np.array(
-                [[site.allowed_chips is None or c.id in site.allowed_chips for c in chips] for site in sc.sites])),
-            "inv_cap": (("model", "chip", "workload"), np.divide(1.0, cap, out=np.zeros_like(cap), where=cap > 0)),
-            "supply_servers": (("chip", "period"), ds.chip_supply_cap.values
-                               / np.array([c.server_chips for c in chips])[:, None]),
-            "export_allowed": (("chip", "site", "period"), ds.export_allowed.values),
-            "site_available": (("site", "period"), ds.site_available.values),
-            "installed_mw": (("site", "period"), ds.installed_power_mw.values * ds.site_available.values),
-            "option_cap_mw": (("site", "period"), opt_cap),
-            "capex_per_mw": ("site", capex_mw), "fixed_capex": ("site", fixed),
-            "annual_per_mw": ("site", annual_mw), "option_crf": ("site", opt_crf),
-            "candidate": ("site", ds.site_kind.values == "candidate"),
-            "pue": ("site", ds.site_pue.values),
-            "wue": ("site", ds.site_wue_l_per_kwh.values),
-            "space_cap_racks": ("site", space_cap), "water_cap_m3": ("site", water_cap),
-            "rack_servers": ("chip", np.array([float(c.rack_servers) for c in chips])),
-            "energy_price": ("site", ds.site_electricity_usd_per_kwh.values * 1000 / 1e6),  # US$M per MWh
-            "renewable_max": ("site", ds.site_renewable_max_share.values),
-            "renewable_price": ("site", ds.site_renewable_usd_per_mwh.values / 1e6),
-            "df": ("period", df), "remaining_df": ("period", remaining_df),
-            "budget": ("period", ds.budget_per_period_usd.values / 1e6),
-            "renewable_target": ("period", ds.renewable_target.values),
-        },
-        coords=coords,
-        attrs={"budget_total": ds.attrs["budget_total_usd"] / 1e6, "slice_hours": L,
-               "routes_pruned_to": pruned_to},
-    )
-    return PlanInputs(world=world, ds=out, demand=demand, slice_hours=L)
+
+
+def _period_arrays(world: World, periods: list[int]) -> dict[str, tuple[object, ...]]:
+    """Per period: discount factors (this year, and summed over the years left), budgets, renewable targets."""
+    ds = world.ds
+    rate = world.scenario.horizon.discount_rate
+    df = np.array([1.0 / (1.0 + rate) ** (p - periods[0]) for p in periods])
+    remaining_df = np.array([df[i:].sum() for i in range(len(periods))])  # years p..end, discounted
+    return {
+        "df": ("period", df), "remaining_df": ("period", remaining_df),
+        "budget": ("period", ds.budget_per_period_usd.values / 1e6),
+        "renewable_target": ("period", ds.renewable_target.values),
+    }

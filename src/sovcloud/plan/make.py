@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 import xarray as xr
+from numpy.typing import NDArray
 
 from sovcloud.plan.greedy import greedy_fixed, solve_greedy
 from sovcloud.plan.inputs import PlanInputs, plan_inputs
@@ -80,26 +81,52 @@ def make_plan(scenario: Scenario, options: PlanOptions | None = None) -> Plan:
 
 def plan_from_solution(pi: PlanInputs, r: SolveResult) -> xr.Dataset:
     """Decisions, flows per zone, footprint and costs from a solved model (see module docstring)."""
-    world = pi.world
-    ds, d = world.ds, pi.ds
-    L = pi.slice_hours
-    periods = pi.periods
+    d = pi.ds
     servers = r["servers"].fillna(0).round().reindex(site=d.site, chip=d.chip, fill_value=0)
     fleet_servers = (servers * d.alive).sum("bought") + d.installed_servers
     fleet_chips = fleet_servers * d.server_chips
     built = r["built"].fillna(0).reindex(site=d.site, fill_value=0)
     opened = r["opened"].fillna(0).round().reindex(site=d.site, fill_value=0) if "opened" in r.values \
         else xr.zeros_like(built)
+    served, unserved = _zone_tokens(pi, r)
+    busy, foot = _footprint(pi, r, fleet_servers)
+    util = (busy / (fleet_chips * 8760.0).where(fleet_chips > 0)).fillna(0.0)
+    power_mw = (fleet_servers * d.server_chips * d.chip_full_mw).sum("chip")
+    coords = {"zone": pi.world.ds.zone.values, "site": d.site.values, "model": d.model.values,
+              "workload": d.workload.values, "period": pi.periods}
+    return xr.Dataset(
+        {
+            "servers_bought": servers.rename(bought="period"),
+            "fleet_chips": fleet_chips,
+            "built_mw": built,
+            "opened": opened,
+            "power_used_mw": power_mw,
+            "power_cap_mw": d.installed_mw + d.option_cap_mw,
+            "utilization": util,
+            "deployed_chips": _deployed_chips(r, d, fleet_chips),
+            "served_mtok_day": (("zone", "site", "model", "workload", "period"), served),
+            "unserved_mtok_day": (("zone", "model", "workload", "period"), unserved),
+            **foot,
+            **_spend(d, servers, built, opened, foot["energy_mwh"], foot["renewable_mwh"]),
+        },
+        coords=coords,
+    )
 
-    # served and unserved tokens per day, split back to zones
-    zones = ds.zone.values
-    Z, S = len(zones), len(d.site)
-    served = np.zeros((Z, S, len(d.model), len(d.workload), len(periods)))
-    unserved = np.zeros((Z, len(d.model), len(d.workload), len(periods)))
+
+def _zone_tokens(pi: PlanInputs, r: SolveResult) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Served [zone, site, model, workload, period] and unserved [zone, model, workload, period] Mtok/day.
+
+    Each group's flows and shortfall are split back to its zones in proportion to their demand
+    (per slice; batch per day, as its flows are daily).
+    """
+    ds, d = pi.world.ds, pi.ds
+    L = pi.slice_hours
+    Z, S, P = len(ds.zone), len(d.site), len(pi.periods)
+    served = np.zeros((Z, S, len(d.model), len(d.workload), P))
+    unserved = np.zeros((Z, len(d.model), len(d.workload), P))
     m_index = {str(m): i for i, m in enumerate(d.model.values)}
     hourly = ds.demand_tokens_per_h.values / 1e6
-    T = len(d.slice)
-    by_slice = hourly.reshape(*hourly.shape[:4], T, int(L)).mean(axis=-1)  # [z, m, w, p, t]
+    by_slice = hourly.reshape(*hourly.shape[:4], len(d.slice), int(L)).mean(axis=-1)  # [z, m, w, p, t]
     for wi, w in enumerate(d.workload.values):
         dem = pi.demand.get(str(w))
         if dem is None:
@@ -122,51 +149,42 @@ def plan_from_solution(pi: PlanInputs, r: SolveResult) -> xr.Dataset:
             served[:, :, mi, wi] = (f[dem.zone_group] * share[:, None]).sum(-1) * L
             sh = short.transpose("group", "model", "period", "slice").values
             unserved[:, mi, wi] = (sh[dem.zone_group] * share).sum(-1) * L
+    return served, unserved
 
-    # footprint: busy chip-hours from the use variables, idle power from the fleet
+
+def _footprint(pi: PlanInputs, r: SolveResult, fleet_servers: xr.DataArray) -> tuple[xr.DataArray,
+                                                                                      dict[str, xr.DataArray]]:
+    """Busy chip-hours per year [site, chip, period] and energy, renewables, water and carbon [site, period].
+
+    Busy chip-hours come from the use variables, idle power from the fleet.
+    """
+    ds, d = pi.world.ds, pi.ds
     use = r["use"].fillna(0)
     busy = (use * d.inv_cap).sum(["model", "workload", "slice"]).reindex(site=d.site, chip=d.chip, fill_value=0) \
-        * (365.0 * L)
+        * (365.0 * pi.slice_hours)
     it_mwh = (fleet_servers * d.server_chips * d.chip_idle_mw * 8760.0).sum("chip") \
         + (busy * (d.chip_full_mw - d.chip_idle_mw)).sum("chip")
     energy = it_mwh * d.pue
     renew = r["renew"].fillna(0)
     water_m3 = it_mwh * ds.site_wue_l_per_kwh  # L/kWh x MWh = m3
     carbon_t = (energy - renew).clip(min=0) * ds.site_carbon_g_per_kwh / 1000.0
+    return busy, {"energy_mwh": energy, "it_energy_mwh": it_mwh, "renewable_mwh": renew,
+                  "water_m3": water_m3, "carbon_t": carbon_t}
 
-    # spend per period (undiscounted US$M) and discounted TCO terms
+
+def _spend(d: xr.Dataset, servers: xr.DataArray, built: xr.DataArray, opened: xr.DataArray,
+           energy: xr.DataArray, renew: xr.DataArray) -> dict[str, xr.DataArray]:
+    """Spend per period in undiscounted US$M: capex of servers and sites, opex and lease, energy, renewables."""
     capex_servers = (servers * d.capex_server.rename(period="bought")).sum(["site", "chip"]).rename(bought="period")
     inc = built - built.shift(period=1, fill_value=0)
     capex_sites = (inc * d.capex_per_mw).sum("site") + ((opened - opened.shift(period=1, fill_value=0))
                                                          * d.fixed_capex).sum("site")
-    opex = (built * d.annual_per_mw).sum("site")
-    energy_cost = (energy * d.energy_price).sum("site")
-    renew_cost = (renew * d.renewable_price).sum("site")
-    util = (busy / (fleet_chips * 8760.0).where(fleet_chips > 0)).fillna(0.0)
-    deployed = _deployed_chips(r, d, fleet_chips)
-    power_mw = (fleet_servers * d.server_chips * d.chip_full_mw).sum("chip")
-
-    coords = {"zone": zones, "site": d.site.values, "model": d.model.values, "workload": d.workload.values,
-              "period": periods}
-    return xr.Dataset(
-        {
-            "servers_bought": servers.rename(bought="period"),
-            "fleet_chips": fleet_chips,
-            "built_mw": built,
-            "opened": opened,
-            "power_used_mw": power_mw,
-            "power_cap_mw": d.installed_mw + d.option_cap_mw,
-            "utilization": util,
-            "deployed_chips": deployed,
-            "served_mtok_day": (("zone", "site", "model", "workload", "period"), served),
-            "unserved_mtok_day": (("zone", "model", "workload", "period"), unserved),
-            "energy_mwh": energy, "it_energy_mwh": it_mwh, "renewable_mwh": renew,
-            "water_m3": water_m3, "carbon_t": carbon_t,
-            "capex_servers_musd": capex_servers, "capex_sites_musd": capex_sites, "opex_lease_musd": opex,
-            "energy_musd": energy_cost, "renewables_musd": renew_cost,
-        },
-        coords=coords,
-    )
+    return {
+        "capex_servers_musd": capex_servers, "capex_sites_musd": capex_sites,
+        "opex_lease_musd": (built * d.annual_per_mw).sum("site"),
+        "energy_musd": (energy * d.energy_price).sum("site"),
+        "renewables_musd": (renew * d.renewable_price).sum("site"),
+    }
 
 
 def _deployed_chips(r: SolveResult, d: xr.Dataset, fleet_chips: xr.DataArray) -> xr.DataArray:

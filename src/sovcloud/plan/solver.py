@@ -1,16 +1,20 @@
 """Solving the buildout MILP with HiGHS, behind a neutral result type.
 
-Branch-and-bound on these models stalls at the root, so the solve has three stages:
+Branch-and-bound on these models stalls at the root, so the solve has three stages, then a fourth:
 
 1. **LP relaxation** (integrality dropped), by dual simplex up to 300k columns: on the default
    scenario it took 2.6 s against 9.3 s for interior point without crossover; larger models use
-   interior point without crossover (``lp_method`` forces either).
-   Its objective is a valid lower bound on the MILP optimum, and its basis warm-starts step 2.
-2. **Rounding warm start**: integer columns are rounded (servers down, which keeps power, supply
-   and budget feasible because unserved demand absorbs the lost capacity; site openings either
-   kept wherever the relaxation used them or dropped), fixed, and the remaining LP is re-solved.
-   The best feasible rounding is an incumbent.
-3. **MILP** with that incumbent given to HiGHS (``setSolution``), a time limit and a relative gap.
+   interior point without crossover (``lp_method`` forces either). It gets 60% of the time limit.
+   Its objective is a valid lower bound on the MILP optimum. When it does not finish, a
+   ``fallback`` plan (integer decisions decided elsewhere), costed on the LP with them fixed, is
+   the incumbent instead and the bound comes from the MILP alone.
+2. **Rounding warm start**: integer columns are rounded (up, then to nearest, then down, with site
+   openings kept wherever the relaxation used them; last down, with only the sites it opened
+   fully), fixed, and the remaining LP is re-solved; the first feasible rounding is kept (rounding
+   down is always feasible: unserved demand absorbs the lost capacity). ``improve`` applied to it
+   gives a second candidate; the better one is the incumbent.
+3. **MILP** with that incumbent given to HiGHS (``setSolution``), the time left and a relative gap.
+4. **Duals**: the LP with the plan's integer decisions fixed is re-solved for shadow prices.
 
 The result reports the objective of the best plan, the best bound (the MILP's dual bound, or the
 LP bound when branch-and-bound produced nothing better) and the gap between them, honestly.
@@ -52,7 +56,7 @@ class SolveResult:
     values: dict[str, xr.DataArray]
     duals: dict[str, xr.DataArray]
     timings: dict[str, float] = field(default_factory=dict)
-    source: str = "milp"  # which stage produced the plan: milp | warm-start
+    source: str = "milp"  # which stage produced the plan: milp | warm-start | fallback | lp | fixed | greedy
 
     def __getitem__(self, name: str) -> xr.DataArray:
         return self.values[name]
@@ -102,16 +106,72 @@ def _run(h: highspy.Highs) -> str:
     return "Time limit reached" if status == "Interrupted by user" else status
 
 
-def _fix_and_solve(h: highspy.Highs, cols: NDArray[np.int64], values: NDArray[np.float64],
-                   lower: NDArray[np.float64], upper: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]] | None:
-    h.changeColsBounds(len(cols), cols, values, values)
+#: a feasible plan: (objective, HiGHS column values)
+_Candidate = tuple[float, NDArray[np.float64]]
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The HiGHS columns of a linopy model: labels, variable names, integer columns and bounds."""
+
+    vlabels: NDArray[np.int64]  # linopy label of each column
+    names: NDArray[np.str_]  # variable name of each column
+    integer: NDArray[np.int64]  # indices of the integer columns
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+
+    @property
+    def n(self) -> int:
+        return len(self.lower)
+
+    def clip(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``values`` of the integer columns within their bounds."""
+        return np.clip(values, self.lower[self.integer], self.upper[self.integer])
+
+
+def _open(model: linopy.Model, threads: int) -> highspy.Highs:
+    try:
+        return _highs(model, threads)
+    except Exception as exc:  # HiGHS/linopy conversion errors are translated at this boundary
+        raise SolveError(f"could not pass the model to HiGHS: {exc}") from exc
+
+
+def _columns_of(model: linopy.Model, h: highspy.Highs) -> _Columns:
+    lp = h.getLp()
+    n = lp.num_col_
+    integrality = np.array(lp.integrality_, dtype=object)
+    is_int = np.array([str(v).endswith("kInteger") for v in integrality]) if len(integrality) else np.zeros(n, bool)
+    vlabels = np.asarray(model.matrices.vlabels)
+    return _Columns(vlabels=vlabels, names=_column_names(model, vlabels),
+                    integer=np.flatnonzero(is_int).astype(np.int64),
+                    lower=np.array(lp.col_lower_, dtype=float), upper=np.array(lp.col_upper_, dtype=float))
+
+
+def _set_integrality(h: highspy.Highs, cols: NDArray[np.int64], kind: highspy.HighsVarType) -> None:
+    h.changeColsIntegrality(len(cols), cols, np.array([kind] * len(cols)))
+
+
+def _overlay(model: linopy.Model, cols: _Columns, x: NDArray[np.float64],
+             values: dict[str, xr.DataArray]) -> NDArray[np.float64]:
+    """A copy of column vector ``x`` with the named variables set to ``values``."""
+    out = x.copy()
+    for name, vals in values.items():
+        c, v = _columns(model, cols.vlabels, name, vals)
+        out[c] = v
+    return out
+
+
+def _fix_and_solve(h: highspy.Highs, cols: _Columns, values: NDArray[np.float64]) -> _Candidate | None:
+    """The LP with the integer columns fixed at ``values``: its plan, or None when it is not optimal."""
+    ints = cols.integer
+    h.changeColsBounds(len(ints), ints, values, values)
     h.setOptionValue("solver", "simplex")
     h.clearSolver()  # a cold start with presolve: 0.9 s against 9 s from the relaxation's basis here
     status = _run(h)
     out = None
     if status == "Optimal":
         out = (float(h.getInfo().objective_function_value), np.array(h.getSolution().col_value))
-    h.changeColsBounds(len(cols), cols, lower[cols], upper[cols])
+    h.changeColsBounds(len(ints), ints, cols.lower[ints], cols.upper[ints])
     return out
 
 
@@ -127,29 +187,62 @@ def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0
     alone and may be unknown (NaN), which the result says.
     """
     t0 = time.perf_counter()
+    end = t0 + time_limit_s
     timings: dict[str, float] = {}
-    try:
-        h = _highs(model, threads)
-    except Exception as exc:  # HiGHS/linopy conversion errors are translated at this boundary
-        raise SolveError(f"could not pass the model to HiGHS: {exc}") from exc
+    h = _open(model, threads)
     timings["to_highs_s"] = time.perf_counter() - t0
-    lp = h.getLp()
-    n = lp.num_col_
-    integrality = np.array(lp.integrality_, dtype=object)
-    is_int = np.array([str(v).endswith("kInteger") for v in integrality]) if len(integrality) else np.zeros(n, bool)
-    int_cols = np.flatnonzero(is_int).astype(np.int64)
-    lower = np.array(lp.col_lower_, dtype=float)
-    upper = np.array(lp.col_upper_, dtype=float)
-    vlabels = np.asarray(model.matrices.vlabels)
-    col_var = _column_names(model, vlabels)
+    cols = _columns_of(model, h)
 
-    # 1. LP relaxation
+    # 1. LP relaxation (or the fallback plan when it does not finish)
     t = time.perf_counter()
-    if len(int_cols):
-        h.changeColsIntegrality(len(int_cols), int_cols,
-                                np.array([highspy.HighsVarType.kContinuous] * len(int_cols)))
+    status = _relax(h, cols, lp_method, time_limit_s)
+    timings["lp_s"] = time.perf_counter() - t
+    candidates: list[_Candidate] = []
+    used_fallback = False
+    if status == "Optimal":
+        lp_bound = float(h.getInfo().objective_function_value)
+        x_lp = np.array(h.getSolution().col_value)
+    elif fallback is not None and len(cols.integer):
+        lp_bound, x_lp = float("nan"), np.zeros(cols.n)
+        candidates.append(_fallback_start(model, h, cols, fallback, status, end))
+        used_fallback = True
+    else:
+        raise SolveError(f"the LP relaxation ended '{status}'; the model is infeasible or too large for the time limit")
+    if not len(cols.integer):
+        return _result(model, h, cols.vlabels, "Optimal", lp_bound, lp_bound, x_lp, timings, "lp", with_duals=True)
+
+    # 2. rounding warm starts
+    t = time.perf_counter()
+    if not candidates:
+        rounded = _rounding_start(h, cols, x_lp, binary_prefixes)
+        candidates += [rounded] if rounded is not None else []
+    if candidates and improve is not None:
+        better = _improved_start(model, h, cols, candidates[0][1], improve)
+        candidates += [better] if better is not None else []
+    timings["warm_start_s"] = time.perf_counter() - t
+    best = min(candidates, key=lambda c: c[0]) if candidates else None
+
+    # 3. MILP from the incumbent
+    t = time.perf_counter()
+    status, found, mip_bound = _milp(h, cols, best, end, mip_gap)
+    timings["milp_s"] = time.perf_counter() - t
+    bound = np.nanmax([lp_bound, mip_bound]) if np.isfinite(mip_bound) else lp_bound
+    obj, x, source = _pick(best, found, used_fallback, status)
+
+    # duals of the LP with the integer decisions fixed at the plan: shadow prices of every limit
+    t = time.perf_counter()
+    with_duals, x = _fixed_lp(h, cols, x)
+    timings["duals_s"] = time.perf_counter() - t
+    bound = min(bound, obj) if np.isfinite(bound) else float("nan")
+    return _result(model, h, cols.vlabels, status, obj, bound, x, timings, source, with_duals=with_duals)
+
+
+def _relax(h: highspy.Highs, cols: _Columns, lp_method: str, time_limit_s: float) -> str:
+    """Solve the LP relaxation (integrality dropped) in 60% of the time limit; returns its status."""
+    if len(cols.integer):
+        _set_integrality(h, cols.integer, highspy.HighsVarType.kContinuous)
     if lp_method == "auto":  # dual simplex on small models; interior point scales better on large ones
-        lp_method = "simplex" if n <= IPM_ABOVE_COLUMNS else "ipm"
+        lp_method = "simplex" if cols.n <= IPM_ABOVE_COLUMNS else "ipm"
     h.setOptionValue("solver", lp_method)
     if lp_method == "ipm":
         h.setOptionValue("run_crossover", "off")
@@ -158,68 +251,57 @@ def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0
     _limit(h, max(1.0, 0.6 * time_limit_s))
     status = _run(h)
     h.setOptionValue("run_crossover", "on")
-    timings["lp_s"] = time.perf_counter() - t
-    candidates: list[tuple[float, NDArray[np.float64]]] = []
-    used_fallback = False
-    if status == "Optimal":
-        lp_bound = float(h.getInfo().objective_function_value)
-        x_lp = np.array(h.getSolution().col_value)
-    elif fallback is not None and len(int_cols):
-        lp_bound = float("nan")
-        x_lp = np.zeros(n)
-        decided = fallback()
-        for name, vals in decided.items():
-            cols, v = _columns(model, vlabels, name, vals)
-            x_lp[cols] = v
-        _limit(h, max(30.0, time_limit_s - (time.perf_counter() - t0)))
-        sol = _fix_and_solve(h, int_cols, np.clip(np.round(x_lp[int_cols]), lower[int_cols], upper[int_cols]),
-                             lower, upper)
-        if sol is None:
-            raise SolveError(f"the LP relaxation ended '{status}' and the fallback plan could not be costed "
-                             f"(HiGHS '{h.modelStatusToString(h.getModelStatus())}'); raise --time-limit")
-        candidates.append(sol)
-        used_fallback = True
-    else:
-        raise SolveError(f"the LP relaxation ended '{status}'; the model is infeasible or too large for the time limit")
+    return status
 
-    if not len(int_cols):
-        return _result(model, h, vlabels, "Optimal", lp_bound, lp_bound, x_lp, timings, "lp", with_duals=True)
 
-    # 2. rounding warm starts
-    t = time.perf_counter()
-    names = col_var[int_cols]
-    binary = np.isin(names, binary_prefixes)
-    frac = x_lp[int_cols]
+def _fallback_start(model: linopy.Model, h: highspy.Highs, cols: _Columns, fallback: Fallback, lp_status: str,
+                    end: float) -> _Candidate:
+    """The fallback's integer decisions, costed on the LP with them fixed (at least 30 s for it)."""
+    x = _overlay(model, cols, np.zeros(cols.n), fallback())
+    _limit(h, max(30.0, end - time.perf_counter()))
+    sol = _fix_and_solve(h, cols, cols.clip(np.round(x[cols.integer])))
+    if sol is None:
+        raise SolveError(f"the LP relaxation ended '{lp_status}' and the fallback plan could not be costed "
+                         f"(HiGHS '{h.modelStatusToString(h.getModelStatus())}'); raise --time-limit")
+    return sol
+
+
+def _rounding_start(h: highspy.Highs, cols: _Columns, x_lp: NDArray[np.float64],
+                    binary_prefixes: tuple[str, ...]) -> _Candidate | None:
+    """The first feasible rounding of the relaxation, in the order below (the MILP improves on it).
+
+    Rounding up keeps every served token (capacity only grows) and usually fits the power and
+    budget slack; rounding down is always feasible (unserved demand absorbs the loss) but costly.
+    Site openings are kept wherever the relaxation used them, or (last) only where it opened them fully.
+    """
+    binary = np.isin(cols.names[cols.integer], binary_prefixes)
+    frac = x_lp[cols.integer]
     opened = (frac > 1e-6).astype(float)
-    # rounding up keeps every served token (capacity only grows) and usually fits the power and
-    # budget slack; rounding down is always feasible (unserved demand absorbs the loss) but costly.
     roundings = [
         np.where(binary, opened, np.ceil(frac - 1e-6)),
         np.where(binary, opened, np.floor(frac + 0.5)),
         np.where(binary, opened, np.floor(frac + 1e-6)),
         np.where(binary, (frac > 1 - 1e-6).astype(float), np.floor(frac + 1e-6)),
     ]
-    for values in roundings if not candidates else []:
-        sol = _fix_and_solve(h, int_cols, np.clip(values, lower[int_cols], upper[int_cols]), lower, upper)
+    for values in roundings:
+        sol = _fix_and_solve(h, cols, cols.clip(values))
         if sol is not None:
-            candidates.append(sol)
-            break  # the first feasible rounding in this order is kept; the MILP improves on it
-    if candidates and improve is not None:
-        better = improve(_values(model, vlabels, candidates[0][1]))
-        x_new = candidates[0][1].copy()
-        for name, vals in better.items():
-            cols, v = _columns(model, vlabels, name, vals)
-            x_new[cols] = v
-        sol = _fix_and_solve(h, int_cols, np.clip(x_new[int_cols], lower[int_cols], upper[int_cols]), lower, upper)
-        if sol is not None:
-            candidates.append(sol)
-    timings["warm_start_s"] = time.perf_counter() - t
-    best = min(candidates, key=lambda c: c[0]) if candidates else None
+            return sol
+    return None
 
-    # 3. MILP from the incumbent
-    t = time.perf_counter()
-    h.changeColsIntegrality(len(int_cols), int_cols, np.array([highspy.HighsVarType.kInteger] * len(int_cols)))
-    remaining = time_limit_s - (time.perf_counter() - t0)
+
+def _improved_start(model: linopy.Model, h: highspy.Highs, cols: _Columns, x: NDArray[np.float64],
+                    improve: Improver) -> _Candidate | None:
+    """The plan ``x`` with ``improve``'s integer values, costed on the LP with them fixed."""
+    better = _overlay(model, cols, x, improve(_values(model, cols.vlabels, x)))
+    return _fix_and_solve(h, cols, cols.clip(better[cols.integer]))
+
+
+def _milp(h: highspy.Highs, cols: _Columns, best: _Candidate | None, end: float,
+          mip_gap: float) -> tuple[str, _Candidate | None, float]:
+    """Branch-and-bound from the incumbent ``best`` until ``end``: (status, its plan or None, dual bound)."""
+    _set_integrality(h, cols.integer, highspy.HighsVarType.kInteger)
+    remaining = end - time.perf_counter()
     h.setOptionValue("solver", "choose")
     _limit(h, max(1.0, remaining))
     h.setOptionValue("mip_rel_gap", mip_gap)
@@ -229,32 +311,35 @@ def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0
         start.value_valid = True
         h.setSolution(start)
     status = _run(h)
-    timings["milp_s"] = time.perf_counter() - t
     info = h.getInfo()
-    has_mip = info.primal_solution_status == 2  # kSolutionStatusFeasible
-    mip_obj = float(info.objective_function_value) if has_mip else np.inf
-    mip_bound = float(info.mip_dual_bound)
-    bound = np.nanmax([lp_bound, mip_bound]) if np.isfinite(mip_bound) else lp_bound
+    found = None
+    if info.primal_solution_status == 2:  # kSolutionStatusFeasible
+        found = (float(info.objective_function_value), np.array(h.getSolution().col_value))
+    return status, found, float(info.mip_dual_bound)
+
+
+def _pick(best: _Candidate | None, found: _Candidate | None, used_fallback: bool,
+          status: str) -> tuple[float, NDArray[np.float64], str]:
+    """(objective, values, source) of the better of the warm start and the MILP's plan."""
+    mip_obj = found[0] if found is not None else np.inf
     if best is not None and best[0] < mip_obj - 1e-9:
-        obj, x, source = best[0], best[1], "fallback" if used_fallback else "warm-start"
-    elif has_mip:
-        obj, x, source = mip_obj, np.array(h.getSolution().col_value), "milp"
-    else:
-        raise SolveError(f"no feasible plan found (HiGHS status '{status}'); raise --time-limit")
-    # duals of the LP with the integer decisions fixed at the plan: shadow prices of every limit
-    t = time.perf_counter()
-    rounded = np.round(x[int_cols])
-    h.changeColsIntegrality(len(int_cols), int_cols, np.array([highspy.HighsVarType.kContinuous] * len(int_cols)))
-    h.changeColsBounds(len(int_cols), int_cols, rounded, rounded)
+        return best[0], best[1], "fallback" if used_fallback else "warm-start"
+    if found is not None:
+        return found[0], found[1], "milp"
+    raise SolveError(f"no feasible plan found (HiGHS status '{status}'); raise --time-limit")
+
+
+def _fixed_lp(h: highspy.Highs, cols: _Columns, x: NDArray[np.float64]) -> tuple[bool, NDArray[np.float64]]:
+    """Re-solve the LP with the integer columns fixed at ``x`` (rounded): (duals available, values)."""
+    rounded = np.round(x[cols.integer])
+    _set_integrality(h, cols.integer, highspy.HighsVarType.kContinuous)
+    h.changeColsBounds(len(cols.integer), cols.integer, rounded, rounded)
     h.setOptionValue("solver", "simplex")
     h.clearSolver()
     _limit(h, 60.0)
-    with_duals = _run(h) == "Optimal"
-    if with_duals:
-        x = np.array(h.getSolution().col_value)
-    timings["duals_s"] = time.perf_counter() - t
-    bound = min(bound, obj) if np.isfinite(bound) else float("nan")
-    return _result(model, h, vlabels, status, obj, bound, x, timings, source, with_duals=with_duals)
+    if _run(h) != "Optimal":
+        return False, x
+    return True, np.array(h.getSolution().col_value)
 
 
 def solve_fixed(model: linopy.Model, fixed: dict[str, xr.DataArray], *, threads: int = 2,
@@ -267,7 +352,7 @@ def solve_fixed(model: linopy.Model, fixed: dict[str, xr.DataArray], *, threads:
     h = _highs(model, threads)
     lp = h.getLp()
     n = lp.num_col_
-    h.changeColsIntegrality(n, np.arange(n), np.array([highspy.HighsVarType.kContinuous] * n))
+    _set_integrality(h, np.arange(n), highspy.HighsVarType.kContinuous)
     vlabels = np.asarray(model.matrices.vlabels)
     for name, values in fixed.items():
         cols, v = _columns(model, vlabels, name, values)
