@@ -215,6 +215,7 @@ _action = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_action, min_size=1, max_size=25), st.integers(50, 2000), st.integers(0, 3000))
 def test_random_sequences_balance_and_charge_like_the_strict_ledger(actions: list[tuple[object, ...]],

@@ -28,6 +28,7 @@ _action = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_action, min_size=1, max_size=25))
 def test_random_sequences_always_balance(actions: list[tuple[object, ...]]) -> None:

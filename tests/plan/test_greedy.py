@@ -97,6 +97,7 @@ def test_greedy_decisions_respect_masks_power_and_supply(name: str) -> None:
     check_masks_power_supply(pi, greedy_decisions(pi))
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow], phases=NO_SHRINK)
 @given(params=TINY_PARAMS)
@@ -107,6 +108,7 @@ def test_random_greedy_decisions_respect_every_limit(params: dict[str, Any]) -> 
     check_budget(pi, dec)
 
 
+@pytest.mark.slow
 @settings(max_examples=5, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow], phases=NO_SHRINK)
 @given(params=TINY_PARAMS)

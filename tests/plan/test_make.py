@@ -217,6 +217,7 @@ def decisions(r: SolveResult) -> dict[str, np.ndarray]:
 TINY = [("tiny_a.yaml", "cost"), ("tiny_b.yaml", "cost"), ("tiny_a.yaml", "served")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "objective"), TINY, ids=[f"{n[:-5]}-{o}" for n, o in TINY])
 def test_milp_optimum_equals_brute_force(name: str, objective: str) -> None:
     bm = built_model(DATA / name, objective)
@@ -260,6 +261,7 @@ def test_greedy_costs_at_least_the_milp_optimum(name: str) -> None:
     check_plan(plan_from_solution(bm.inputs, greedy), bm.inputs, greedy)
 
 
+@pytest.mark.slow
 def test_make_plan_is_deterministic() -> None:
     sc = load_scenario(DATA / "tiny_b.yaml")
     one, two = make_plan(sc), make_plan(sc)
@@ -334,6 +336,7 @@ def tiny_scenario(params: dict[str, Any]) -> Scenario:
     return validate_document(Doc(data))
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow], phases=NO_SHRINK)
 @given(params=TINY_PARAMS)
@@ -364,6 +367,7 @@ def default_greedy(default_plan: Plan) -> xr.Dataset:
     return plan_from_solution(default_plan.inputs, result).assign_attrs(objective=result.objective)
 
 
+@pytest.mark.slow
 def test_default_plan_respects_every_rule(default_plan: Plan, world: World) -> None:
     # the plan's world is the conftest world (no shocks in the default scenario)
     xr.testing.assert_equal(default_plan.world.ds.residency, world.ds.residency)
@@ -371,6 +375,7 @@ def test_default_plan_respects_every_rule(default_plan: Plan, world: World) -> N
     assert float(default_plan.arrays.served_mtok_day.sum()) > 0
 
 
+@pytest.mark.slow
 def test_default_plan_flows_respect_residency_and_latency(default_plan: Plan, world: World) -> None:
     ds = world.ds
     on = default_plan.arrays.served_mtok_day.sum("model") > TOL  # [zone, site, workload, period]
@@ -384,6 +389,7 @@ def test_default_plan_flows_respect_residency_and_latency(default_plan: Plan, wo
     assert len(cn_sites) and set(cn_sites) <= {"CN"}
 
 
+@pytest.mark.slow
 def test_default_plan_buys_nothing_export_control_bans(default_plan: Plan, world: World) -> None:
     bought = default_plan.arrays.servers_bought
     banned = ~world.ds.export_allowed.transpose(*bought.dims)
@@ -394,6 +400,7 @@ def test_default_plan_buys_nothing_export_control_bans(default_plan: Plan, world
     assert float(bought.where(unavailable, 0).sum()) == 0
 
 
+@pytest.mark.slow
 def test_default_plan_reports_objective_bound_and_gap(default_plan: Plan) -> None:
     r = default_plan.result
     assert np.isfinite(r.objective) and np.isfinite(r.bound)
@@ -409,6 +416,7 @@ def test_default_plan_reports_objective_bound_and_gap(default_plan: Plan) -> Non
     assert again.objective >= r.bound * (1 - 1e-6)
 
 
+@pytest.mark.slow
 def test_default_greedy_is_no_better_than_the_milp(default_plan: Plan, default_greedy: xr.Dataset) -> None:
     r = default_plan.result
     g_obj = float(default_greedy.attrs["objective"])

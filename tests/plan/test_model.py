@@ -21,6 +21,7 @@ def _with_site(site_id: str, **update: object):  # type: ignore[no-untyped-def]
     return sc.model_copy(update={"sites": sites}), site_id
 
 
+@pytest.mark.slow
 def test_installed_chips_plan_with_milp_and_greedy() -> None:
     sc, sid = _with_site("us-ash", installed_chips={"h100-sxm": 8})
     for solver in ("milp", "greedy"):
@@ -28,6 +29,7 @@ def test_installed_chips_plan_with_milp_and_greedy() -> None:
         assert float(plan.arrays.fleet_chips.sel(site=sid, chip="h100-sxm").min()) >= 8
 
 
+@pytest.mark.slow
 def test_allowed_chips_restricts_purchases() -> None:
     free = make_plan(load_scenario(TINY), PlanOptions(time_limit_s=20)).arrays.servers_bought
     assert float(free.sel(site="fr-par", chip="h100-sxm").sum()) > 0  # unrestricted, Paris buys H100s
