@@ -1,6 +1,6 @@
 """How the buildout plan scales: instances from 1x to 10x the default (sites, zones).
 
-Run: ``python benchmarks/plan_scaling.py [--factors 1 2 5 10] [--time-limit 60] [--out docs/bench_plan_scaling.md]``
+Run: ``python benchmarks/plan_scaling.py [--factors 1 2 5 10] [--time-limit 60] [--out FILE.md]``
 
 Instance ``k`` (:func:`scaled_scenario`) has ``k`` copies of every site (ids ``<id>-k2`` ...,
 coordinates jittered deterministically by up to 1.5 degrees so round-trip times differ; same
@@ -44,7 +44,6 @@ from sovcloud.scenario.model import Scenario
 from sovcloud.scenario.sites import Site
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "docs" / "bench_plan_scaling.md"
 JITTER_DEG = 1.5
 
 
@@ -286,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--time-limit", type=float, default=60.0, help="solver time limit per instance, s")
     p.add_argument("--mip-gap", type=float, default=0.01, help="relative MIP gap")
     p.add_argument("--child-timeout", type=float, default=1800.0, help="wall limit per instance process, s")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown report path ('-' = do not write)")
+    p.add_argument("--out", type=Path, default=Path("-"), help="also write the table as markdown to this file "
+                   "(default '-': print only; docs/benchmarks.md keeps the current figures)")
     p.add_argument("--append", action="store_true", help="append this run's section to --out instead of replacing it")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     p.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
