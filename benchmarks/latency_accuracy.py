@@ -1,4 +1,4 @@
-"""Accuracy of the RTT model: rtt = 2 d stretch / v_fibre + access_ms (sovcloud.latency).
+"""Accuracy of the RTT model: rtt = 2 d stretch / v_fibre + access_ms (sovcloud.physics.latency).
 
 Run: ``python benchmarks/latency_accuracy.py``
 

@@ -6,7 +6,7 @@ requests are done. Prints requests/s, the latency of reserve and of settle, the 
 request (whole process: event loop + writer thread, including the leased mode's charges committed behind),
 the part of it spent on the event-loop thread (which includes this harness's own task and timer overhead) and
 the mean operations per database batch. ``--mode`` picks the strict ledger (a commit per reserve and per
-settle), the leased one (:mod:`sovcloud.ledgerlease`: in memory against leases, a journal line per step, the
+settle), the leased one (:mod:`sovcloud.metering.lease`: in memory against leases, a journal line per step, the
 database written behind) or both.
 ``--rate`` adds open-loop runs (arrivals at a fixed rate, as a gateway sees them): the latency a request
 waits for the ledger at that load rather than at saturation.

@@ -2,7 +2,7 @@
 
 ``sovcloud simulate --plan out/plan.json [--trace NAME|FILE | --synthetic] [--hours H] [--shock ...]
 [--seed N] [--sample F] [--out DIR]`` replays traffic through the plan's fleet hour by hour and
-writes ``summary.json`` and Parquet tables (see :mod:`sovcloud.simoutput`); bad inputs are one-line
+writes ``summary.json`` and Parquet tables (see :mod:`sovcloud.sim.output`); bad inputs are one-line
 messages with exit code 2.
 """
 

@@ -65,7 +65,7 @@ from sovcloud.metering.writebehind import WriteBehind
 # LeaseOptions and LeaseStats: re-exported, the gateway configures and reads a leased ledger through them
 __all__ = ["LeaseOptions", "LeaseStats", "LeasedLedger", "default_journal_dir"]
 
-log = logging.getLogger("sovcloud.ledger")
+log = logging.getLogger("sovcloud.metering.ledger")
 # The writer commits behind the requests, which never wait for it: on a busy core the event loop comes first
 WRITER_NICE = 10
 _KEEP_SETTLED = 4096  # settlements remembered for an idempotent second settle

@@ -24,7 +24,7 @@ from sovcloud.metering.records import Op
 
 __all__ = ["WriteBehind"]
 
-log = logging.getLogger("sovcloud.ledger")
+log = logging.getLogger("sovcloud.metering.ledger")
 
 _Queued = tuple[Op, list[int], Pool | None]  # the operation, its journal segments, the pool it counts against
 

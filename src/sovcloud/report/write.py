@@ -6,11 +6,11 @@ needs inline: plotly.js (once, from the plotly package), the figures as JSON, th
 TopoJSON of the base map (``templates/world-110m.json``, registered as plotly's ``world_110m``
 asset so plotly.js never fetches it) and the CSS. It makes no network request and loads no font.
 
-Sections: summary, world map (:mod:`sovcloud.reportmap`), per-period charts
-(:mod:`sovcloud.reportcharts`), the planner's shortfall explanations and binding limits, solver
-status and gap, checks, shocks, the greedy baseline, the simulation (:mod:`sovcloud.reportsim`)
+Sections: summary, world map (:mod:`sovcloud.report.map`), per-period charts
+(:mod:`sovcloud.report.charts`), the planner's shortfall explanations and binding limits, solver
+status and gap, checks, shocks, the greedy baseline, the simulation (:mod:`sovcloud.report.sim`)
 when a simulation folder is given, and the scenario's assumptions and sources with links
-(:mod:`sovcloud.reportsources`).
+(:mod:`sovcloud.report.sources`).
 """
 
 from __future__ import annotations

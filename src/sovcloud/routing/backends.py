@@ -6,7 +6,7 @@ deployment in one period: ``replicas = floor(chips / tp)`` engines, each a conti
 server of up to ``max_batch`` concurrent sequences, where ``max_batch`` is the operating point of
 :func:`sovcloud.perf.estimate` under the strictest TTFT/TPOT SLOs of the workloads that use the model
 (the batch cap an operator sets so the SLOs hold; the memory limit when no batch meets them).
-Its physics comes from :mod:`sovcloud.roofline`
+Its physics comes from :mod:`sovcloud.physics.roofline`
 at the model's typical request shape (demand-weighted mean input and output tokens over the
 workloads that use it) and the first precision of ``fp8, bf16, fp16, int8`` the chip supports:
 

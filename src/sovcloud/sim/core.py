@@ -1,7 +1,7 @@
 """The serving engine of the simulator and the queueing theory it is checked against.
 
 :class:`Engine` holds the state of every backend's FCFS multi-server queue and the global pending
-heap, and calls the compiled loops of :mod:`sovcloud.simkernels` (the model and formulas are there).
+heap, and calls the compiled loops of :mod:`sovcloud.sim.kernels` (the model and formulas are there).
 It counts, per zone and workload and per backend and workload, every request that arrives: served
 (and whether it met its SLO), rejected (by reason), lost to a shock, or still in flight at the end;
 hourly per backend served, lost and busy slot-seconds; latency histograms (TTFT, TPOT, end to end);

@@ -1,6 +1,6 @@
 """Metrics of a finished simulation: counts, SLO attainment, percentiles, residency check, energy.
 
-* Percentiles come from log-spaced histograms from 1 ms (see :mod:`sovcloud.simkernels`),
+* Percentiles come from log-spaced histograms from 1 ms (see :mod:`sovcloud.sim.kernels`),
   interpolated within a bin in log space: per backend, site and workload 100 bins per decade
   (within +-1.2 % of the exact order statistic), per zone 25 per decade (+-4.7 %).
 * SLO attainment (goodput share) of a workload = requests served within every SLO of the workload

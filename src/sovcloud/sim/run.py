@@ -3,14 +3,14 @@
 Pipeline::
 
     plan.json --load_plan/backends_for--> backends of one period (site x model x chip: replicas, physics)
-    traffic   --traffic.py--> requests (t, zone, model, workload, prompt, completion), sorted, in chunks
+    traffic   --sim/traffic.py--> requests (t, zone, model, workload, prompt, completion), sorted, in chunks
     every tick (default 1 s of simulated time):
-        shocks that start or end now change the fleet (simshocks.py)
+        shocks that start or end now change the fleet (sim/shocks.py)
         engine.advance(t)                  completions up to t free slots; LoadState.inflight follows
         simroute.decide_tick(...)          the gateway's router (router.route_many) in rounds
-        engine.serve(...)                  FCFS multi-server queues, continuous batching (simkernels.py)
+        engine.serve(...)                  FCFS multi-server queues, continuous batching (sim/kernels.py)
     engine.finish()                        what ends by the horizon is served, the rest in flight
-    simmetrics.py                          summary.json, Parquet tables, residency check, energy
+    sim/metrics.py                         summary.json, Parquet tables, residency check, energy
 
 Sampling (``sample`` = F in (0, 1]): arrivals are thinned to F of the demand (or a trace is taken as
 an F-sample of it) and every backend keeps ``ceil(F x replicas x max_batch)`` slots and
@@ -85,7 +85,7 @@ class SimConfig:
 
 @dataclass
 class SimRun:
-    """Everything a finished simulation knows; :mod:`sovcloud.simmetrics` turns it into outputs."""
+    """Everything a finished simulation knows; :mod:`sovcloud.sim.metrics` turns it into outputs."""
 
     plan_path: Path
     doc: PlanDocument

@@ -11,7 +11,7 @@ kinds and their targets are the planner's:
 * ``embargo:CHIPS`` (chip id, ``vendor:NAME``, ``origin:CC`` or ``*``): the backends on those chips
   are removed like an outage (pending requests lost).
 * ``power-cut:SITE:F``: the site's backends keep ``ceil(F x slots)`` slots and ``F x replicas``
-  (F in (0, 1]); requests already admitted finish (graceful drain), see :mod:`sovcloud.simkernels`.
+  (F in (0, 1]); requests already admitted finish (graceful drain), see :mod:`sovcloud.sim.kernels`.
 * ``surge:ZONE|CC:F``: arrivals of a zone (or of every zone of a country) are multiplied by F.
 
 Examples: ``outage:eu-west-1@6h``, ``outage:eu-west-1@6h-12h``, ``power-cut:eu-central-1:0.5@2h``,
