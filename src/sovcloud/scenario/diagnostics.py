@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
@@ -142,112 +143,148 @@ def _ids(data: Any, path: Path) -> set[str]:
     return {str(item["id"]) for _, item in _items(data, path) if "id" in item}
 
 
-def cross_check(doc: Doc) -> list[Problem]:
-    """Problems pydantic's per-field validation cannot see."""
-    data = doc.data if isinstance(doc.data, dict) else {}
-    out: list[Problem] = []
+_ID_LISTS: list[Path] = [("sites",), ("accelerators",), ("models",), ("workloads",), ("demand", "zones"),
+                         ("policies", "residency"), ("policies", "export"), ("policies", "screening")]
 
-    def add(path: Path, message: str, hint: str, value: Any = _MISSING) -> None:
-        file, line = doc.locate(path)
-        shown = _show(_get(data, path) if value is _MISSING else value)
-        out.append(Problem(file, line, display_path(data, path), shown, message, hint))
 
-    # duplicate ids
-    for path in [("sites",), ("accelerators",), ("models",), ("workloads",), ("demand", "zones"),
-                 ("policies", "residency"), ("policies", "export"), ("policies", "screening")]:
+@dataclass
+class _Findings:
+    """The cross-check problems of one merged document, in the order found."""
+
+    doc: Doc
+    data: Any
+    out: list[Problem] = field(default_factory=list)
+
+    def add(self, path: Path, message: str, hint: str, value: Any = _MISSING) -> None:
+        file, line = self.doc.locate(path)
+        shown = _show(_get(self.data, path) if value is _MISSING else value)
+        self.out.append(Problem(file, line, display_path(self.data, path), shown, message, hint))
+
+
+def _duplicate_ids(f: _Findings) -> None:
+    for path in _ID_LISTS:
         seen: dict[str, Path] = {}
-        for p, item in _items(data, path):
+        for p, item in _items(f.data, path):
             key = item.get("id")
             if isinstance(key, str):
                 if key in seen:
-                    add(p + ("id",), f"duplicate id (first at {display_path(data, seen[key])})",
-                        "give each entry a unique id, or merge the two entries")
+                    f.add(p + ("id",), f"duplicate id (first at {display_path(f.data, seen[key])})",
+                          "give each entry a unique id, or merge the two entries")
                 seen.setdefault(key, p)
 
-    chips, models, workloads = _ids(data, ("accelerators",)), _ids(data, ("models",)), _ids(data, ("workloads",))
-    for p, site in _items(data, ("sites",)):
+
+def _site_chips(f: _Findings, chips: set[str]) -> None:
+    for p, site in _items(f.data, ("sites",)):
         for key in ("installed_chips", "allowed_chips"):
             refs = site.get(key)
             for chip in (refs if isinstance(refs, (list, dict)) else []):
                 if chip not in chips:
                     close = difflib.get_close_matches(str(chip), sorted(chips), n=1)
-                    add(p + (key,), f"unknown chip '{chip}'",
-                        f"did you mean '{close[0]}'?" if close else f"use one of: {', '.join(sorted(chips))}",
-                        chip)
+                    f.add(p + (key,), f"unknown chip '{chip}'",
+                          f"did you mean '{close[0]}'?" if close else f"use one of: {', '.join(sorted(chips))}",
+                          chip)
 
-    # jurisdictions
-    groups = _get(data, ("policies", "groups"))
-    group_names = set(groups) if isinstance(groups, dict) else set()
-    iso = set(countries())
 
-    def check_juris(path: Path, values: Any) -> None:
-        for v in values if isinstance(values, list) else []:
-            if isinstance(v, bool):
-                add(path, f"'{v}' is a boolean, not a jurisdiction",
-                    "quote it: YAML reads bare NO/YES/ON/OFF as booleans (write 'NO' for Norway)", v)
-            elif v != "*" and v not in group_names and v not in iso:
-                close = difflib.get_close_matches(str(v), sorted(group_names | iso), n=1)
-                add(path, f"unknown jurisdiction '{v}'",
-                    (f"did you mean '{close[0]}'? " if close else "")
-                    + "use an ISO 3166 country code, '*' or a group from policies.groups", v)
+def _jurisdictions(f: _Findings, path: Path, values: Any, names: set[str]) -> None:
+    """Each of ``values`` must be '*', a group name or an ISO code (``names`` holds the last two)."""
+    for v in values if isinstance(values, list) else []:
+        if isinstance(v, bool):
+            f.add(path, f"'{v}' is a boolean, not a jurisdiction",
+                  "quote it: YAML reads bare NO/YES/ON/OFF as booleans (write 'NO' for Norway)", v)
+        elif v != "*" and v not in names:
+            close = difflib.get_close_matches(str(v), sorted(names), n=1)
+            f.add(path, f"unknown jurisdiction '{v}'",
+                  (f"did you mean '{close[0]}'? " if close else "")
+                  + "use an ISO 3166 country code, '*' or a group from policies.groups", v)
 
+
+def _policy_refs(f: _Findings, chips: set[str]) -> None:
+    """Jurisdictions in groups, residency and export rules and the default; chips named by export rules."""
+    groups = _get(f.data, ("policies", "groups"))
+    names = (set(groups) if isinstance(groups, dict) else set()) | set(countries())
     if isinstance(groups, dict):
         for name, members in groups.items():
-            check_juris(("policies", "groups", name), members)
-    for p, rule in _items(data, ("policies", "residency")):
-        check_juris(p + ("origin",), rule.get("origin"))
-        check_juris(p + ("allowed",), rule.get("allowed"))
-    for p, rule in _items(data, ("policies", "export")):
-        check_juris(p + ("operator_hq",), rule.get("operator_hq"))
-        check_juris(p + ("site_country",), rule.get("site_country"))
+            _jurisdictions(f, ("policies", "groups", name), members, names)
+    for p, rule in _items(f.data, ("policies", "residency")):
+        _jurisdictions(f, p + ("origin",), rule.get("origin"), names)
+        _jurisdictions(f, p + ("allowed",), rule.get("allowed"), names)
+    for p, rule in _items(f.data, ("policies", "export")):
+        _jurisdictions(f, p + ("operator_hq",), rule.get("operator_hq"), names)
+        _jurisdictions(f, p + ("site_country",), rule.get("site_country"), names)
         for chip in rule.get("chips") or []:
             if chip != "*" and ":" not in str(chip) and chip not in chips:
-                add(p + ("chips",), f"unknown chip '{chip}'",
-                    "use a chip id, 'vendor:NAME', 'origin:CC' or '*'", chip)
-    check_juris(("policies", "default_allowed"), _get(data, ("policies", "default_allowed")))
-    country_paths: list[Path] = [("operator", "hq_country")]
-    country_paths += [(*p, "country") for p, _ in _items(data, ("sites",))]
-    for cpath in country_paths:
-        v = _get(data, cpath)
-        if isinstance(v, str) and v not in iso:
-            add(cpath, f"unknown country code '{v}'", "use an ISO 3166-1 alpha-2 code such as DE or CN")
+                f.add(p + ("chips",), f"unknown chip '{chip}'",
+                      "use a chip id, 'vendor:NAME', 'origin:CC' or '*'", chip)
+    _jurisdictions(f, ("policies", "default_allowed"), _get(f.data, ("policies", "default_allowed")), names)
 
-    # models and workloads named by demand
-    tpu = _get(data, ("demand", "tokens_per_user_day"))
+
+def _country_codes(f: _Findings) -> None:
+    iso = set(countries())
+    paths: list[Path] = [("operator", "hq_country")]
+    paths += [(*p, "country") for p, _ in _items(f.data, ("sites",))]
+    for path in paths:
+        v = _get(f.data, path)
+        if isinstance(v, str) and v not in iso:
+            f.add(path, f"unknown country code '{v}'", "use an ISO 3166-1 alpha-2 code such as DE or CN")
+
+
+def _demand_refs(f: _Findings) -> None:
+    """Models and workloads named by demand.tokens_per_user_day."""
+    models, workloads = _ids(f.data, ("models",)), _ids(f.data, ("workloads",))
+    tpu = _get(f.data, ("demand", "tokens_per_user_day"))
     if isinstance(tpu, dict):
         for m, per_w in tpu.items():
             if m not in models:
-                add(("demand", "tokens_per_user_day", m), f"unknown model '{m}'",
-                    f"use one of: {', '.join(sorted(models))}", m)
+                f.add(("demand", "tokens_per_user_day", m), f"unknown model '{m}'",
+                      f"use one of: {', '.join(sorted(models))}", m)
             for w in per_w if isinstance(per_w, dict) else {}:
                 if w not in workloads:
-                    add(("demand", "tokens_per_user_day", m, w), f"unknown workload '{w}'",
-                        f"use one of: {', '.join(sorted(workloads))}", w)
+                    f.add(("demand", "tokens_per_user_day", m, w), f"unknown workload '{w}'",
+                          f"use one of: {', '.join(sorted(workloads))}", w)
 
-    # periods
-    periods = _get(data, ("horizon", "periods"))
-    if isinstance(periods, list):
-        pset = set(periods)
 
-        def check_periods(path: Path, table: Any) -> None:
-            for k in table if isinstance(table, dict) else {}:
-                if k not in pset:
-                    add(path + (k,), f"period {k} is not in the horizon {sorted(pset)}",
-                        "use one of the horizon's periods, or add it to horizon.periods", k)
+def _periods(f: _Findings) -> None:
+    """Every per-period table is keyed by horizon periods; demand.growth covers all of them."""
+    periods = _get(f.data, ("horizon", "periods"))
+    if not isinstance(periods, list):
+        return
+    pset = set(periods)
 
-        for p, site in _items(data, ("sites",)):
-            check_periods(p + ("installed_power_mw",), site.get("installed_power_mw"))
-            for q, opt in _items(data, p + ("options",)):
-                check_periods(q + ("power_cap_mw",), opt.get("power_cap_mw"))
-        for p, chip in _items(data, ("accelerators",)):
-            check_periods(p + ("supply_cap",), chip.get("supply_cap"))
-        growth = _get(data, ("demand", "growth"))
-        check_periods(("demand", "growth"), growth)
-        if isinstance(growth, dict):
-            missing = sorted(pset - set(growth))
-            if missing:
-                add(("demand", "growth"), f"no growth factor for period(s) {missing}",
-                    "give demand.growth a multiplier for every horizon period")
-        check_periods(("policies", "renewable_target"), _get(data, ("policies", "renewable_target")))
-        check_periods(("policies", "budget", "per_period_usd"), _get(data, ("policies", "budget", "per_period_usd")))
-    return out
+    def check(path: Path, table: Any) -> None:
+        for k in table if isinstance(table, dict) else {}:
+            if k not in pset:
+                f.add(path + (k,), f"period {k} is not in the horizon {sorted(pset)}",
+                      "use one of the horizon's periods, or add it to horizon.periods", k)
+
+    for p, site in _items(f.data, ("sites",)):
+        check(p + ("installed_power_mw",), site.get("installed_power_mw"))
+        for q, opt in _items(f.data, p + ("options",)):
+            check(q + ("power_cap_mw",), opt.get("power_cap_mw"))
+    for p, chip in _items(f.data, ("accelerators",)):
+        check(p + ("supply_cap",), chip.get("supply_cap"))
+    growth = _get(f.data, ("demand", "growth"))
+    check(("demand", "growth"), growth)
+    if isinstance(growth, dict):
+        missing = sorted(pset - set(growth))
+        if missing:
+            f.add(("demand", "growth"), f"no growth factor for period(s) {missing}",
+                  "give demand.growth a multiplier for every horizon period")
+    check(("policies", "renewable_target"), _get(f.data, ("policies", "renewable_target")))
+    check(("policies", "budget", "per_period_usd"), _get(f.data, ("policies", "budget", "per_period_usd")))
+
+
+def cross_check(doc: Doc) -> list[Problem]:
+    """Problems pydantic's per-field validation cannot see.
+
+    In this order: duplicate ids, unknown chips at sites, jurisdictions and chips in policies, country
+    codes, models and workloads named by demand, and periods outside the horizon.
+    """
+    f = _Findings(doc, doc.data if isinstance(doc.data, dict) else {})
+    chips = _ids(f.data, ("accelerators",))
+    _duplicate_ids(f)
+    _site_chips(f, chips)
+    _policy_refs(f, chips)
+    _country_codes(f)
+    _demand_refs(f)
+    _periods(f)
+    return f.out

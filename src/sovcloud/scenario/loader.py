@@ -2,10 +2,10 @@
 
 ``load_scenario("global-2025")`` returns the bundled default scenario; ``load_scenario(path)``
 reads a YAML file, which may start with ``extends: global-2025`` (or a path to another file,
-relative to it) and then override any part of the base (see :func:`sovcloud.yamlio.merge`).
+relative to it) and then override any part of the base (see :func:`sovcloud.scenario.yamlio.merge`).
 Problems are collected from YAML parsing, field validation and cross-reference checks, and
 raised together as one :class:`~sovcloud.errors.ScenarioError`. When the scenario lists no
-demand zones they are generated from GeoNames (:mod:`sovcloud.zones`).
+demand zones they are generated from GeoNames (:mod:`sovcloud.scenario.zones`).
 """
 
 from __future__ import annotations
