@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -33,6 +34,7 @@ def test_the_package_keeps_its_import_contracts() -> None:
     assert "0 broken" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("module", "line", "contract"), [
     ("plan/make.py", "import sovcloud.metering.ledger", "never import the live stack"),
     ("sim/run.py", "import sovcloud.gateway.app", "Stages are layered"),
@@ -48,3 +50,50 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, line:
     broken = [block for block in proc.stdout.split("\n\n") if "BROKEN" in block]
     assert any(contract in block for block in broken), proc.stdout
     assert module.replace("/", ".").removesuffix(".py") in proc.stdout
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
+#: A module may run longer when its first lines say why, in a comment that starts with this.
+LENGTH_REASON = "# Length:"
+
+
+def _package_files() -> list[Path]:
+    return sorted((ROOT / "src" / "sovcloud").rglob("*.py"))
+
+
+def test_no_module_over_500_lines_and_no_function_over_80_without_a_reason() -> None:
+    too_long: list[str] = []
+    for path in _package_files():
+        text = path.read_text(encoding="utf-8")
+        if LENGTH_REASON in "\n".join(text.splitlines()[:30]):
+            continue
+        name = str(path.relative_to(ROOT))
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, "split these, or give the reason at the top of the module:\n" + "\n".join(too_long)
+
+
+def test_every_package_says_what_it_owns_and_may_import() -> None:
+    for init in sorted((ROOT / "src" / "sovcloud").glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        assert "May import" in doc, f"{init.relative_to(ROOT)}: the docstring must say what the package may import"
+
+
+def test_exceptions_are_defined_only_in_the_error_tree() -> None:
+    outside = []
+    for path in _package_files():
+        if path.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and (b.id.endswith(("Error", "Exception")) or b.id == "SovcloudError")
+                for b in node.bases
+            ):
+                outside.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert not outside, "define exceptions in sovcloud/errors.py:\n" + "\n".join(outside)

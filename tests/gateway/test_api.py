@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from sovcloud.errors import ApiError, InsufficientFunds
-from sovcloud.gateway.api import IMAGE_TOKENS, parse_body, validate_chat, validate_completion
+from sovcloud.gateway.api import IMAGE_TOKENS, RequestValidator, parse_body
 from sovcloud.gateway.app import create_app
+from sovcloud.gateway.schema import REF, OpenApi30
 from sovcloud.gateway.stream import SseRelay
 from sovcloud.metering.book import Reservation
 from sovcloud.metering.tenants import Tenant
@@ -194,11 +195,60 @@ def test_prompt_estimates_are_conservative_and_count_parts() -> None:
     parts = [{"type": "text", "text": "abc" * 10}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
              {"type": "input_audio", "input_audio": {"data": "A" * 4000, "format": "wav"}},
              {"type": "video_url", "video_url": {"url": "https://x/v.mp4"}}]
-    p = validate_chat({"model": "m", "messages": [{"role": "user", "content": parts}]}, 16, 100)
+    requests = RequestValidator(default_max=16, cap=100)
+    p = requests.chat({"model": "m", "messages": [{"role": "user", "content": parts}]})
     assert p.prompt_tokens == 3 + 4 + 10 + IMAGE_TOKENS + (16 + 30) + IMAGE_TOKENS
     assert p.max_tokens == 16 and p.body["max_tokens"] == 16  # the default is sent upstream: a real bound
-    c = validate_completion({"model": "m", "prompt": [[1, 2, 3], [4]], "max_tokens": 5, "n": 2}, 16, 100)
+    c = requests.completion({"model": "m", "prompt": [[1, 2, 3], [4]], "max_tokens": 5, "n": 2})
     assert (c.prompt_tokens, c.max_tokens) == (4, 5 * 2 * 2)
     with pytest.raises(ApiError, match="UTF-8"):
         parse_body(b'"\xff"')
     assert orjson.loads(orjson.dumps(p.body))["messages"][0]["content"][1]["type"] == "image_url"
+
+
+def test_unknown_fields_pass_through_and_the_first_error_is_the_one_reported() -> None:
+    requests = RequestValidator(default_max=16, cap=100)
+    image = {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "high"}}
+    body = {"model": "m", "messages": [{"role": "user", "content": [image], "name": "ann"}], "user": "u-1",
+            "logit_bias": {"42": -100}, "max_tokens": 4.0, "top_k": 20}
+    sent = orjson.dumps(body)
+    p = requests.chat(body)
+    assert p.body is body and orjson.dumps(p.body) == sent  # forwarded as received, extensions included
+    assert p.max_tokens == 4  # 4.0: an integer
+    assert p.prompt_tokens == 3 + 4 + IMAGE_TOKENS + 4 + 2  # a named message: + 4 and its 'null' tool_calls
+    with pytest.raises(ApiError) as e:  # several fields wrong: the first in the documented order is named
+        requests.chat({"model": 3, "messages": [], "max_tokens": 0})
+    assert e.value.param == "model"
+    with pytest.raises(ApiError) as e:
+        requests.chat({**CHAT, "messages": [{"role": "user", "content": "x"}, {"role": "wizard", "content": "y"}]})
+    assert e.value.param == "messages[1].role" and "'wizard'" in e.value.message and "assistant, " in e.value.message
+    with pytest.raises(ApiError) as e:
+        requests.chat({**CHAT, "max_tokens": 101})
+    assert e.value.message == "Invalid 'max_tokens': 101 is out of range; give an integer from 1 to 100."
+    with pytest.raises(ApiError) as e:
+        requests.completion({"model": "m", "prompt": [1, 2, True]})
+    assert e.value.param == "prompt" and e.value.status == 400 and e.value.type == "invalid_request_error"
+
+
+def test_the_openapi_document_is_written_from_the_request_models() -> None:
+    doc = call("GET", "/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    models = RequestValidator(default_max=1024, cap=32768).models  # the fake gateway's default limits
+    for model in (models.chat, models.completion, models.embedding):
+        own = model.model_json_schema(ref_template=REF, schema_generator=OpenApi30)
+        for name, schema in own.pop("$defs", {}).items():
+            assert schemas[name] == schema
+        assert schemas[model.__name__] == own
+    assert schemas["ChatCompletionRequest"]["properties"]["max_tokens"]["maximum"] == 32768
+    refs = {"/v1/chat/completions": "ChatCompletionRequest", "/v1/completions": "CompletionRequest",
+            "/v1/embeddings": "EmbeddingRequest"}
+    for path, name in refs.items():
+        post = doc["paths"][path]["post"]
+        assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"] == f"#/components/schemas/{name}"
+        audit = set(post["responses"]["200"]["headers"])
+        assert {"x-sovcloud-region", "x-sovcloud-backend", "x-sovcloud-policy", "x-sovcloud-request-id"} <= audit
+        for status, answer in post["responses"].items():
+            if status != "200":
+                assert answer["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
+    assert schemas["Error"]["properties"]["error"]["$ref"] == "#/components/schemas/ErrorObject"
+    assert set(schemas["ErrorObject"]["required"]) == {"message", "type"}

@@ -16,7 +16,7 @@ import aiohttp
 import httpx
 import pytest
 
-from sovcloud.gateway.api import validate_chat
+from sovcloud.gateway.api import RequestValidator
 from sovcloud.gateway.app import build_gateway, create_app
 from sovcloud.gateway.config import load_gateway_config, plan_backends
 from sovcloud.gateway.emulator import Emulator, EmulatorOptions
@@ -28,7 +28,7 @@ PROMPT = list(range(40))  # a token-array prompt: the reservation's estimate is 
 MAX_TOKENS = 10
 WORST = len(PROMPT) + MAX_TOKENS
 STORY = {"model": "qwen3-8b", "messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 400}
-STORY_PROMPT = validate_chat(dict(STORY), 1024, 32768).prompt_tokens  # what the reservation holds for the prompt
+STORY_PROMPT = RequestValidator(1024, 32768).chat(dict(STORY)).prompt_tokens  # what the reservation holds
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -47,6 +47,7 @@ def _config(path: Path, plan: Path, ledger: str, upstream: str, **extra: str) ->
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "overlap"), [("leased", False), ("strict", False), ("strict", True)],
                          ids=["leased", "strict", "strict-overlap"])
 def test_1000_concurrent_requests_against_a_grant_for_100(tmp_path: Path, ledger_url: str, mode: str,
@@ -112,6 +113,7 @@ def _start_gateway(config: Path, port: int, log: Path) -> subprocess.Popen[bytes
     raise AssertionError("the gateway did not come up")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["leased", "strict"])
 def test_kill_9_mid_stream_then_restart_neither_loses_nor_double_charges(tmp_path: Path, mode: str) -> None:
     plan = tiny_plan(tmp_path)

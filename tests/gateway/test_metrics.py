@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 
 import numpy as np
 import orjson
 
-from sovcloud.gateway.metrics import GatewayMetrics, JsonFormatter
+from sovcloud.gateway.metrics import GatewayMetrics, JsonFormatter, configure_json_logging
 from sovcloud.routing.router import LoadState
 
 
@@ -58,3 +59,20 @@ def test_json_log_lines() -> None:
     assert first["msg"] == "request" and first["status"] == 200 and first["region"] == "de-fra"
     assert first["level"] == "info" and isinstance(first["ts"], float)
     assert second["level"] == "error" and "ValueError: boom" in second["exc"]
+
+
+def test_json_logging_sets_utc_on_its_own_formatter_only() -> None:
+    log = logging.getLogger("sovcloud")
+    handlers, level, propagate = log.handlers[:], log.level, log.propagate
+    try:
+        configure_json_logging(logging.WARNING)
+        (handler,) = log.handlers
+        assert isinstance(handler.formatter, JsonFormatter) and handler.formatter.converter is time.gmtime
+        assert logging.Formatter.converter is time.localtime  # the process-wide default is left alone
+        assert logging.Formatter().converter is time.localtime
+        record = logging.makeLogRecord({"created": 0.0, "msg": "x"})
+        assert handler.formatter.formatTime(record, "%Y-%m-%d %H:%M") == "1970-01-01 00:00"
+    finally:
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate

@@ -3,8 +3,6 @@ compliant set."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import numpy as np
 import pytest
@@ -28,23 +26,40 @@ EU = {"sk-sov-eu": Tenant("eu", "EU", "z-eu")}
 BODY = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
+class Clock:
+    """A clock the test advances (no waiting for cooldowns)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_breaker_opens_after_consecutive_failures_then_half_opens_and_closes() -> None:
     healthy = np.ones(2, bool)
-    h = BackendHealth(healthy, HealthConfig(failures_to_down=2), BreakerConfig(failures=2, cooldown_s=0.05))
+    clock = Clock()
+    h = BackendHealth(healthy, HealthConfig(failures_to_down=2), BreakerConfig(failures=2, cooldown_s=0.05), clock)
     h.failure(0)
-    assert healthy[0] and h.breaker_state(0, time.monotonic()) == "closed"
+    assert healthy[0] and h.breaker_state(0, clock()) == "closed"
     h.failure(0)
-    assert not healthy[0] and h.breaker_state(0, time.monotonic()) == "open"
-    time.sleep(0.06)
-    assert h.breaker_state(0, time.monotonic()) == "half_open"
+    assert not healthy[0] and h.breaker_state(0, clock()) == "open"
+    clock.advance(0.04)
+    h.probed(0, True)  # still cooling down: a passing probe does not let traffic in
+    assert not healthy[0] and h.breaker_state(0, clock()) == "open"
+    clock.advance(0.02)
+    assert h.breaker_state(0, clock()) == "half_open"
     h.probed(0, True)  # any re-evaluation after the cooldown lets traffic try it again
     assert healthy[0]
     h.failure(0)  # one failure while half-open reopens it
     assert not healthy[0]
-    time.sleep(0.06)
+    clock.advance(0.06)
     h.probed(0, True)
     h.success(0)
-    assert healthy[0] and h.breaker_state(0, time.monotonic()) == "closed"
+    assert healthy[0] and h.breaker_state(0, clock()) == "closed"
     h.probed(1, False)
     assert healthy[1]  # one failed probe is not enough (failures_to_down=2)
     h.probed(1, False)

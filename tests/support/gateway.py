@@ -24,7 +24,8 @@ import uvicorn
 from sovcloud.errors import UpstreamError
 from sovcloud.gateway.config import GatewayConfig, UpstreamTarget
 from sovcloud.gateway.emulator import write_fixed_plan
-from sovcloud.gateway.handler import Gateway, GatewayParts
+from sovcloud.gateway.handler import Gateway
+from sovcloud.gateway.parts import GatewayParts
 from sovcloud.metering.book import Reservation
 from sovcloud.metering.tenants import Tenant
 from sovcloud.routing.router import LoadState, RouteTable

@@ -1,13 +1,15 @@
 """The gateway as an ASGI app and a server: wiring a config to the plan, ledger, tenants and upstreams.
 
-:func:`build_gateway` turns a :class:`~sovcloud.gatewayconfig.GatewayConfig` into a
-:class:`~sovcloud.gateway.Gateway` (plan -> backends -> route table; ledger; tenant store; upstream
+:func:`build_gateway` turns a :class:`~sovcloud.gateway.config.GatewayConfig` into a
+:class:`~sovcloud.gateway.handler.Gateway` (plan -> backends -> route table; ledger; tenant store; upstream
 client) plus start/stop hooks; :func:`create_app` makes the Starlette app whose lifespan runs them:
 start the ledger's writer, **recover** reservations a crashed run of this instance left pending (before
-any new request), probe every upstream once (through :class:`~sovcloud.upstreamhttp.HttpUpstream`, or aiohttp
-with ``upstreams.client: aiohttp``), then keep health checks and the tenant cache fresh in the
-background. :func:`serve` runs it under uvicorn with uvloop, and freezes the start-up objects out of the
-garbage collector's reach (``gc.freeze``) so collections stay short on the hot path.
+any new request), probe every upstream once (through
+:class:`~sovcloud.gateway.upstreamhttp.HttpUpstream`, or aiohttp with ``upstreams.client: aiohttp``), then
+keep health checks and the tenant cache fresh in the background. :func:`serve` runs it under uvicorn with
+uvloop, and freezes the start-up objects out of the garbage collector's reach (``gc.freeze``) so collections
+stay short on the hot path. The generating endpoints check their bodies with one
+:class:`~sovcloud.gateway.api.RequestValidator`, whose request models also write ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sovcloud.gateway.api import error_body, validate_chat, validate_completion, validate_embedding
+from sovcloud.gateway.api import RequestValidator, error_body
 from sovcloud.gateway.config import GatewayConfig, load_gateway_config, plan_backends, resolve_targets
-from sovcloud.gateway.handler import Gateway, GatewayParts, Validator
+from sovcloud.gateway.handler import Gateway, Validator
 from sovcloud.gateway.metrics import CONTENT_TYPE, configure_json_logging
+from sovcloud.gateway.parts import GatewayParts
 from sovcloud.gateway.schema import openapi_schema
 from sovcloud.gateway.upstream import AiohttpUpstream, UpstreamClient
 from sovcloud.gateway.upstreamhttp import HttpUpstream
@@ -111,15 +114,12 @@ class GatewayApp:
     middleware on the hot path); everything else (models, metrics, health, schema, errors, lifespan) goes
     to a Starlette app."""
 
-    def __init__(self, gw: Gateway, rest: Starlette) -> None:
-        lim = gw.cfg.limits
+    def __init__(self, gw: Gateway, rest: Starlette, requests: RequestValidator) -> None:
         self.gateway, self.rest = gw, rest
         self._hot: dict[str, tuple[str, str, Validator]] = {
-            "/v1/chat/completions": ("chat", "/chat/completions",
-                                     lambda b: validate_chat(b, lim.default_max_tokens, lim.max_tokens_cap)),
-            "/v1/completions": ("completions", "/completions",
-                                lambda b: validate_completion(b, lim.default_max_tokens, lim.max_tokens_cap)),
-            "/v1/embeddings": ("embeddings", "/embeddings", validate_embedding),
+            "/v1/chat/completions": ("chat", "/chat/completions", requests.chat),
+            "/v1/completions": ("completions", "/completions", requests.completion),
+            "/v1/embeddings": ("embeddings", "/embeddings", requests.embedding),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -138,10 +138,9 @@ class GatewayApp:
 def create_app(gw: Gateway, on_start: Sequence[Hook] = (), on_stop: Sequence[Hook] = (), *,
                health_checks: bool = True, freeze_gc: bool = False) -> GatewayApp:
     """The ASGI app of ``gw``; ``on_start`` hooks run before the first request, ``on_stop`` after the last."""
-    cfg = gw.cfg
-    lim = cfg.limits
-
-    schema = orjson.dumps(openapi_schema(list(gw.parts.table.zones), lim.max_tokens_cap))
+    lim = gw.cfg.limits
+    requests = RequestValidator(lim.default_max_tokens, lim.max_tokens_cap)
+    schema = orjson.dumps(openapi_schema(list(gw.parts.table.zones), requests.models))
 
     async def openapi(request: Request) -> Response:
         return Response(schema, media_type="application/json")
@@ -191,7 +190,7 @@ def create_app(gw: Gateway, on_start: Sequence[Hook] = (), on_stop: Sequence[Hoo
         Route("/health", health, methods=["GET"]),
     ]
     rest = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
-    return GatewayApp(gw, rest)
+    return GatewayApp(gw, rest, requests)
 
 
 FULL_GC_EVERY = 100  # middle-generation collections per full one (CPython's default: 10)

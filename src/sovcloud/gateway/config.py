@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sovcloud.errors import ConfigError
 from sovcloud.routing.backends import Backends, backends_for, load_plan
 from sovcloud.scenario.loader import load_scenario
-from sovcloud.scenario.yamlio import read_yaml
+from sovcloud.scenario.yamlio import dump_yaml, read_yaml
 from sovcloud.world.compiled import World
 from sovcloud.world.compiled import compile as compile_world
 
@@ -144,7 +143,7 @@ class GatewayConfig(_Cfg):
     plan: str
     scenario: str | None = Field(None, description="default: the scenario the plan names")
     period: int | None = Field(None, description="default: the plan's last period")
-    ledger: str | None = Field(None, description="database URL; default: sovcloud.ledger.default_ledger_url()")
+    ledger: str | None = Field(None, description="database URL; default: sovcloud.metering.ledger.default_ledger_url()")
     tenants: str | None = Field(None, description="tenant store URL; default: the ledger's")
     upstreams: UpstreamsConfig = Field(default_factory=UpstreamsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
@@ -265,7 +264,7 @@ def write_gateway_config(path: Path, plan: Path, default_url: str, ledger: str |
         data["ledger"] = ledger
     head = "# sovcloud gateway config (see docs/gateway-server.md); serve with: sovcloud serve --config this-file\n"
     try:
-        path.write_text(head + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        path.write_text(head + dump_yaml(data), encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}; choose another --write-config file") from None
 

@@ -4,8 +4,8 @@ Every backend ``site/model/chip`` of the plan is served under ``http://HOST:PORT
 (``/chat/completions``, ``/completions``, ``/embeddings``, ``/models``). Two timing modes:
 
 * **physics** (default), like llm-d-inference-sim does for vLLM but with the plan's own serving model
-  (:class:`sovcloud.backends.Backends`): at most ``slots = replicas x max_batch`` sequences run at once
-  (FCFS queue beyond); a request joins the least-busy replica, waits ``prompt / prefill_tokens_per_s``
+  (:class:`sovcloud.routing.backends.Backends`): at most ``slots = replicas x max_batch`` sequences run at
+  once (FCFS queue beyond); a request joins the least-busy replica, waits ``prompt / prefill_tokens_per_s``
   (its prefill), then emits its tokens at ``tpot(b) = tpot0 + tpot1 * b`` for the replica's current batch
   ``b``, so TTFT and TPOT grow with load. ``time_scale`` multiplies every duration (0.01: 100x faster).
 * **fixed** (``fixed_ms``): a non-streamed answer after ``fixed_ms``; a stream of ``chunks`` one-token
@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from sovcloud.errors import UsageError
+from sovcloud.errors import ConfigError, UsageError
 from sovcloud.routing.backends import Backends
 from sovcloud.scenario.loader import load_scenario
 from sovcloud.vocab import PLAN_SCHEMA
@@ -256,7 +256,7 @@ class Emulator:
     def set_mode(self, mode: str, backends: list[str] | None = None, sites: list[str] | None = None) -> list[str]:
         """Put backends (by id or by site) in ``mode`` (up, down, error); returns the ids changed."""
         if mode not in ("up", "down", "error"):
-            raise ValueError(f"mode {mode!r}: use up, down or error")
+            raise ConfigError(f"mode {mode!r}: use up, down or error")
         hit = [b for b in self.backends.values() if (backends and b.id in backends) or (sites and b.site in sites)]
         for b in hit:
             b.mode = mode
@@ -266,7 +266,7 @@ class Emulator:
         try:
             body = orjson.loads(await request.body())
             changed = self.set_mode(str(body.get("mode", "down")), body.get("backends"), body.get("sites"))
-        except (orjson.JSONDecodeError, AttributeError, ValueError) as exc:
+        except (orjson.JSONDecodeError, AttributeError, ConfigError) as exc:
             return _error(400, f"expected {{'backends'|'sites': [...], 'mode': 'down'|'error'|'up'}}: {exc}",
                           "invalid_request")
         return Response(orjson.dumps({"changed": changed}), media_type="application/json")

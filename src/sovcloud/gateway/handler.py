@@ -2,12 +2,14 @@
 
 One request (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``):
 
-1. **auth** ``Authorization: Bearer sk-sov-...`` -> tenant (in memory, :class:`~sovcloud.tenants.TenantStore`);
+1. **auth** ``Authorization: Bearer sk-sov-...`` -> tenant (in memory,
+   :class:`~sovcloud.metering.tenants.TenantStore`);
 2. **body** at most ``limits.max_body_bytes`` (413), JSON object (400), fields checked (400,
-   :mod:`sovcloud.gatewayapi`), model known (404) and allowed for the tenant (403);
-3. **rate limits** RPM/TPM (429 ``rate_limit_exceeded``, with ``retry-after``);
-4. **routing** :func:`sovcloud.router.route` over the tenant's origin zone (residency), the client zone
-   (header ``x-sovcloud-client-zone``, else the origin) and the live load; none left -> 503 with
+   :mod:`sovcloud.gateway.api`), model known (404) and allowed for the tenant (403);
+3. **rate limits** RPM/TPM (429 ``rate_limit_exceeded``, with ``retry-after``); steps 1-3 are
+   :class:`~sovcloud.gateway.admission.Admission`;
+4. **routing** :func:`sovcloud.routing.router.route` over the tenant's origin zone (residency), the client
+   zone (header ``x-sovcloud-client-zone``, else the origin) and the live load; none left -> 503 with
    ``code`` = the router's reason (residency / unhealthy / saturated / no_backend);
 5. **reservation** of prompt + max_tokens in the ledger (402 ``insufficient_quota`` when it cannot be
    covered; 402 rather than OpenAI's 429 so SDK clients do not retry in vain);
@@ -15,24 +17,23 @@ One request (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embedding
    the backend's circuit breaker) and the router is asked again with the tried backends excluded, so a
    retry can only land inside the compliant set; ``routing.max_attempts`` tries in all (then 502);
 7. **settlement** on the upstream's ``usage`` (non-streamed: before the body is sent; streamed: see
-   :mod:`sovcloud.gatewaystream`). An upstream 4xx is passed through and the reservation released.
+   :mod:`sovcloud.gateway.stream`). An upstream 4xx is passed through and the reservation released.
 
-Every routed response carries ``x-sovcloud-region`` (site), ``x-sovcloud-backend``, ``x-sovcloud-policy``
-(origin zone, residency rule, decision) and ``x-sovcloud-request-id``. The app is built by
-:func:`sovcloud.gatewayapp.create_app`; this module holds the request logic.
+Every refusal is an :class:`~sovcloud.errors.ApiError`, turned into its HTTP answer in one place
+(``Gateway._refuse``: release, refund, metrics, OpenAI error body). Every routed response carries
+``x-sovcloud-region`` (site), ``x-sovcloud-backend``, ``x-sovcloud-policy`` (origin zone, residency rule,
+decision) and ``x-sovcloud-request-id``. The app is built by :func:`sovcloud.gateway.app.create_app`; this
+module holds the request logic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -42,79 +43,26 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from sovcloud.errors import ApiError, InsufficientFunds, LedgerError, UpstreamError
+from sovcloud.gateway.admission import Admission, Call
 from sovcloud.gateway.api import ParsedRequest, api_error_body, error_body, parse_body
-from sovcloud.gateway.config import GatewayConfig, UpstreamTarget
+from sovcloud.gateway.config import GatewayConfig
 from sovcloud.gateway.metrics import AccessLog, GatewayMetrics
+from sovcloud.gateway.parts import GatewayParts
 from sovcloud.gateway.stream import SseRelay, StreamResponse
-from sovcloud.gateway.upstream import BackendHealth, UpstreamClient, UpstreamResponse
+from sovcloud.gateway.upstream import BackendHealth, UpstreamResponse
 from sovcloud.metering.book import Reservation
-from sovcloud.metering.tenants import RateLimiter, Tenant
-from sovcloud.routing.router import LoadState, RouteTable, route
+from sovcloud.metering.tenants import RateLimiter
+from sovcloud.routing.router import route
 
-__all__ = ["Gateway", "GatewayParts", "Metering", "TenantLookup", "Validator"]
+__all__ = ["Gateway", "Validator"]
 
 JSON = b"application/json"
 _WANTED = frozenset({b"authorization", b"content-length", b"x-sovcloud-client-zone"})
 Validator = Callable[[dict[str, Any]], ParsedRequest]
 
 
-class TenantLookup(Protocol):
-    def authenticate(self, api_key: str) -> Tenant | None: ...
-
-
-class Metering(Protocol):
-    # True when a progress mark costs a database commit: the first block is then marked right after the
-    # reservation, while the upstream prefills, so the first token does not wait for it
-    premark: bool
-
-    async def reserve(self, tenant: Tenant, request_id: str, model: str, prompt_tokens: int,
-                      max_tokens: int) -> Reservation: ...
-
-    async def progress(self, reservation: Reservation, completion_tokens: int) -> None: ...
-
-    async def settle(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int) -> Any: ...
-
-    async def release(self, reservation: Reservation) -> None: ...
-
-
-@dataclass
-class GatewayParts:
-    """Everything a gateway runs on; :func:`sovcloud.gatewayapp.build_parts` makes them from a config."""
-
-    table: RouteTable
-    state: LoadState
-    targets: tuple[UpstreamTarget, ...]
-    upstream: UpstreamClient
-    tenants: TenantLookup
-    ledger: Metering
-    residency_rule: tuple[str, ...]  # per zone of the table
-    tpot_s: NDArray[np.float64]  # per backend: to turn a non-streamed latency into a TTFT estimate
-
-
 def _ascii(s: str) -> bytes:
     return s.encode("ascii", "replace")
-
-
-@dataclass(slots=True)
-class _Call:
-    """One admitted request: who, what, where, and its reservation."""
-
-    rid: str
-    tenant: Tenant
-    req: ParsedRequest
-    endpoint: str
-    origin: int
-    client: int
-    model: int
-    t0: float
-    reservation: Reservation | None = None
-    pending: Awaitable[Reservation] | None = None  # the reservation, until awaited by _reserved
-    backend: int = -1
-    attempts: int = 0
-    status: int = 0
-    completion: int = 0
-    prompt: int = 0
-    error: str | None = None
 
 
 class Gateway:
@@ -126,141 +74,39 @@ class Gateway:
         self.metrics = GatewayMetrics(t.backend_ids, parts.state)
         self.health = BackendHealth(parts.state.healthy, cfg.health, cfg.breaker)
         self.limiter = RateLimiter()
+        self.admission = Admission(parts, cfg.limits, self.limiter)
         self.log = log or logging.getLogger("sovcloud.gateway")
         self.access = AccessLog()
-        self._zone = {z: i for i, z in enumerate(t.zones)}
-        self._model = {m: i for i, m in enumerate(t.models)}
-        self._served = frozenset(t.models[int(m)] for m in np.unique(t.model)) if len(t.model) else frozenset()
         self._backend_headers = [[(b"x-sovcloud-region", _ascii(s)), (b"x-sovcloud-backend", _ascii(b))]
                                  for s, b in zip(t.backend_site, t.backend_ids, strict=True)]
-        self._policy = [f"origin={z}; rule={r or 'default'}; decision=" for z, r in
-                        zip(t.zones, parts.residency_rule, strict=True)]
         self._exclude_zero = np.zeros(len(t.backend_ids), dtype=bool)
-        self._rid_prefix = secrets.token_hex(5)  # request ids: random per start + a counter (no syscall per request)
-        self._rid_count = itertools.count(1)
         self._broke: dict[str, float] = {}  # tenant -> until when it reserves before going upstream
-
-    def request_id(self) -> str:
-        return f"{self._rid_prefix}{next(self._rid_count):07x}"
-
-    # ---- admission -----------------------------------------------------------------------------
-    def authenticate(self, auth: str | None) -> Tenant:
-        """The tenant of an ``Authorization: Bearer <key>`` header value (401 if missing or unknown)."""
-        if not auth:
-            raise ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer sk-sov-...'.",
-                           code="invalid_api_key")
-        scheme, _, key = auth.partition(" ")
-        try:
-            tenant = self.parts.tenants.authenticate(key.strip()) if scheme.lower() == "bearer" else None
-        except LedgerError as exc:  # a key not in the cache and the tenant database unreachable
-            raise ApiError(503, f"The tenant store is unavailable ({exc}); retry later.", type_="service_unavailable",
-                           code="ledger_unavailable") from None
-        if tenant is None:
-            raise ApiError(401, "Incorrect API key provided. Keys are issued by `sovcloud tenants add`.",
-                           code="invalid_api_key")
-        return tenant
-
-    async def read_body(self, receive: Receive, length: bytes | None) -> bytes:
-        """The request body, refused with 413 as soon as it is known to exceed the limit."""
-        limit = self.cfg.limits.max_body_bytes
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise ApiError(413, f"The request body is {int(length):,} bytes; the limit is {limit:,} bytes.",
-                           code="body_too_large")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise ApiError(400, "The client went away before sending the whole body.", code="client_disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"The request body exceeds the limit of {limit:,} bytes.", code="body_too_large")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def _admit(self, headers: dict[bytes, bytes], tenant: Tenant, req: ParsedRequest, endpoint: str,
-               t0: float) -> _Call:
-        m = self._model.get(req.model)
-        if m is None or req.model not in self._served:
-            raise ApiError(404, f"The model '{req.model}' does not exist or is not served here; "
-                                f"GET /v1/models lists the models you can use.", param="model",
-                           code="model_not_found")
-        if not tenant.allows(req.model):
-            raise ApiError(403, f"Your tenant '{tenant.id}' may not use the model '{req.model}'; "
-                                "ask the operator to allow it (`sovcloud tenants`).", param="model",
-                           code="model_not_allowed")
-        origin = self._zone.get(tenant.origin_zone)
-        if origin is None:
-            raise ApiError(403, f"Your tenant's data-origin zone '{tenant.origin_zone}' is not a zone of this "
-                                "gateway's scenario, so its residency cannot be enforced; ask the operator to "
-                                "fix the tenant.", type_="permission_error", code="unknown_origin_zone")
-        raw_cz = headers.get(b"x-sovcloud-client-zone")
-        cz = raw_cz.decode("latin-1") if raw_cz is not None else None
-        client = origin if not cz else self._zone.get(cz)
-        if client is None:
-            raise ApiError(400, f"Invalid 'x-sovcloud-client-zone' header: '{cz[:40] if cz else ''}' is not a zone "
-                                "of this gateway's scenario; leave it out to use your data-origin zone.",
-                           param="x-sovcloud-client-zone", code="unknown_zone")
-        refused = self.limiter.check(tenant, req.prompt_tokens + req.max_tokens, time.monotonic())
-        if refused is not None:
-            what = "requests per minute" if refused == "rpm" else "tokens per minute (prompt + max_tokens)"
-            raise ApiError(429, f"Rate limit reached for {what} of tenant '{tenant.id}'; retry later or lower "
-                                "max_tokens.", type_="requests", code="rate_limit_exceeded",
-                           headers={"retry-after": "1"})
-        return _Call(self.request_id(), tenant, req, endpoint, origin, client, m, t0)
-
-    def _no_route(self, call: _Call, reason: str) -> ApiError:
-        t = self.parts.table
-        sites = sorted({t.backend_site[b] for b in np.flatnonzero(t.compliant(call.origin, call.model))})
-        where = ", ".join(sites) or "none"
-        origin = t.zones[call.origin]
-        rule = self.parts.residency_rule[call.origin] or "default"
-        model = call.req.model
-        text = {
-            "residency": f"The model '{model}' is not served at any site where data of origin '{origin}' may be "
-                         f"processed (residency rule '{rule}'); ask the operator to deploy it there.",
-            "unhealthy": f"Every backend of '{model}' where data of origin '{origin}' may be processed "
-                         f"(rule '{rule}': {where}) is down or failed; retry later. The request was not sent "
-                         "anywhere else.",
-            "saturated": f"Every compliant backend of '{model}' for data of origin '{origin}' ({where}) is at "
-                         "its in-flight limit; retry with backoff.",
-        }.get(reason, f"The model '{model}' has no backend in this plan.")
-        return ApiError(503, text, type_="service_unavailable", code=reason,
-                        headers={"x-sovcloud-policy": self._policy[call.origin] + reason})
 
     # ---- the endpoints --------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
         """``GET /v1/models``: the models the tenant may use, each with the regions its data may go to."""
         t0 = time.perf_counter()
         try:
-            tenant = self.authenticate(request.headers.get("authorization"))
+            tenant = self.admission.authenticate(request.headers.get("authorization"))
         except ApiError as exc:
             return await self._refuse(exc, None, "models", t0)
-        t, origin = self.parts.table, self._zone.get(tenant.origin_zone)
-        data = []
-        for m in sorted(self._served):
-            if tenant.allows(m):
-                regions = [] if origin is None else sorted(
-                    {t.backend_site[b] for b in np.flatnonzero(t.compliant(origin, self._model[m]))})
-                data.append({"id": m, "object": "model", "created": 0, "owned_by": "sovcloud",
-                             "sovcloud_regions": regions})
+        data = self.admission.models_for(tenant)
         self.metrics.request("models", 200, time.perf_counter() - t0, False)
         return _raw(200, [(b"content-type", JSON)], orjson.dumps({"object": "list", "data": data}))
 
     async def generate(self, scope: Scope, receive: Receive, endpoint: str, path: str, validate: Validator) -> Response:
         """Answer one generating request (chat, completions, embeddings) straight from its ASGI scope."""
         t0 = time.perf_counter()
-        call: _Call | None = None
+        call: Call | None = None
         try:
             headers = {k: v for k, v in scope["headers"] if k in _WANTED}
             auth = headers.get(b"authorization")
-            tenant = self.authenticate(auth.decode("latin-1") if auth is not None else None)
-            req = validate(parse_body(await self.read_body(receive, headers.get(b"content-length"))))
-            call = self._admit(headers, tenant, req, endpoint, t0)
+            tenant = self.admission.authenticate(auth.decode("latin-1") if auth is not None else None)
+            req = validate(parse_body(await self.admission.read_body(receive, headers.get(b"content-length"))))
+            call = self.admission.admit(headers, tenant, req, endpoint, t0)
             d = route(self.parts.table, self.parts.state, call.origin, call.client, call.model)
             if d.backend < 0:
-                raise self._no_route(call, d.reason)
+                raise self.admission.no_route(call, d.reason)
             reserve = self._reserve(call)
             if self.cfg.overlap_reservation and self._broke.get(tenant.id, 0.0) <= time.monotonic():
                 call.pending = asyncio.ensure_future(reserve)  # commits while the upstream works
@@ -277,7 +123,7 @@ class Gateway:
                            code="internal_error")
             return await self._refuse(err, call, endpoint, t0)
 
-    async def _reserve(self, call: _Call) -> Reservation:
+    async def _reserve(self, call: Call) -> Reservation:
         """Reserve the worst case; for a stream, also start making the first progress block durable, so the
         first token does not wait for a commit (the upstream is still prefilling). A gateway that dies before
         the first token then charges at most one block (the ledger's bound: delivered <= charge <= delivered + B)."""
@@ -287,7 +133,7 @@ class Gateway:
             asyncio.ensure_future(self.parts.ledger.progress(res, 1)).add_done_callback(_retrieve)
         return res
 
-    async def _reserved(self, call: _Call) -> None:
+    async def _reserved(self, call: Call) -> None:
         """Wait for the reservation started at admission; a refusal becomes the 402 (or 503) to answer.
 
         Called before anything reaches the client (and before a settlement), so with ``overlap_reservation``
@@ -306,7 +152,9 @@ class Gateway:
             raise ApiError(503, f"Metering is unavailable ({exc}); retry later.", type_="service_unavailable",
                            code="ledger_unavailable") from None
 
-    async def _refuse(self, exc: ApiError, call: _Call | None, endpoint: str, t0: float) -> Response:
+    async def _refuse(self, exc: ApiError, call: Call | None, endpoint: str, t0: float) -> Response:
+        """The HTTP answer of a refusal (the one place an :class:`ApiError` becomes one): its status, headers
+        and OpenAI error body, after releasing the call's reservation and refunding its rate-limit count."""
         if call is not None and call.pending is not None:
             with contextlib.suppress(ApiError):  # a reservation still on its way: wait for it, to release it
                 await self._reserved(call)
@@ -317,14 +165,14 @@ class Gateway:
         reason = exc.code or exc.type
         self.metrics.rejected(reason)
         self.metrics.request(endpoint, exc.status, time.perf_counter() - t0, False)
-        rid = call.rid if call is not None else self.request_id()
+        rid = call.rid if call is not None else self.admission.request_id()
         headers = {"x-sovcloud-request-id": rid, **exc.headers}
         if self.cfg.log_requests:
             self.access.write("refused", {"request_id": rid, "endpoint": endpoint, "status": exc.status,
                                           "code": reason, "tenant": call.tenant.id if call else None})
         return Response(api_error_body(exc), exc.status, headers=headers, media_type="application/json")
 
-    async def _release(self, call: _Call) -> None:
+    async def _release(self, call: Call) -> None:
         if call.reservation is None:
             return
         try:
@@ -333,7 +181,7 @@ class Gateway:
             self.log.error("release failed", extra={"fields": {"request_id": call.rid, "error": str(exc)}})
         call.reservation = None
 
-    def _payload(self, call: _Call, b: int) -> bytes:
+    def _payload(self, call: Call, b: int) -> bytes:
         body = call.req.body
         up_model = self.parts.targets[b].model
         if up_model != body["model"]:
@@ -342,7 +190,7 @@ class Gateway:
             body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         return orjson.dumps(body)
 
-    async def _attempt(self, call: _Call, b: int, path: str) -> tuple[UpstreamResponse | None, str]:
+    async def _attempt(self, call: Call, b: int, path: str) -> tuple[UpstreamResponse | None, str]:
         """POST to backend ``b``; (response, "") on a usable answer, (None, failure kind) on a failover one."""
         target = self.parts.targets[b]
         try:
@@ -354,7 +202,7 @@ class Gateway:
             return None, f"status_{resp.status}"
         return resp, ""
 
-    async def _forward(self, call: _Call, b: int, path: str) -> Response:
+    async def _forward(self, call: Call, b: int, path: str) -> Response:
         st, table = self.parts.state, self.parts.table
         exclude: NDArray[np.bool_] | None = None
         while True:
@@ -380,16 +228,16 @@ class Gateway:
             exclude[b] = True
             d = route(table, st, call.origin, call.client, call.model, exclude=exclude)
             if d.backend < 0:
-                raise self._no_route(call, d.reason)
+                raise self.admission.no_route(call, d.reason)
             if call.attempts >= self.cfg.routing.max_attempts:
                 raise ApiError(502, f"The upstream failed {call.attempts} times (last: {table.backend_ids[b]}, "
                                     f"{failed}); retry later.", type_="server_error", code="upstream_error")
             b = d.backend
 
-    def _headers(self, call: _Call, content_type: bytes) -> list[tuple[bytes, bytes]]:
+    def _headers(self, call: Call, content_type: bytes) -> list[tuple[bytes, bytes]]:
         return [(b"content-type", content_type), (b"x-sovcloud-request-id", call.rid.encode()),
                 *self._backend_headers[call.backend],
-                (b"x-sovcloud-policy", _ascii(self._policy[call.origin] + "ok")),
+                (b"x-sovcloud-policy", _ascii(self.admission.policy[call.origin] + "ok")),
                 (b"x-sovcloud-attempts", str(call.attempts).encode())]
 
     def _observe_ttft(self, b: int, seconds: float) -> None:
@@ -397,7 +245,7 @@ class Gateway:
         ttft = self.parts.state.ttft_s
         ttft[b] = (1.0 - a) * ttft[b] + a * max(seconds, 0.0)
 
-    async def _pass_error(self, call: _Call, resp: UpstreamResponse) -> Response:
+    async def _pass_error(self, call: Call, resp: UpstreamResponse) -> Response:
         try:
             data = await resp.read()
         except UpstreamError:
@@ -416,7 +264,7 @@ class Gateway:
         self._done(call, False)
         return _raw(resp.status, self._headers(call, JSON), data)
 
-    async def _plain(self, call: _Call, resp: UpstreamResponse, sent: float) -> Response | None:
+    async def _plain(self, call: Call, resp: UpstreamResponse, sent: float) -> Response | None:
         b = call.backend
         try:
             data = await resp.read()
@@ -447,7 +295,7 @@ class Gateway:
         self._done(call, True)
         return _raw(200, self._headers(call, JSON), data)
 
-    async def _stream(self, call: _Call, resp: UpstreamResponse, sent: float) -> Response | None:
+    async def _stream(self, call: Call, resp: UpstreamResponse, sent: float) -> Response | None:
         relay = SseRelay(call.req.include_usage)
         first, n = b"", 0
         try:
@@ -493,7 +341,7 @@ class Gateway:
 
         return StreamResponse(self._headers(call, b"text/event-stream"), resp, relay, first, n, progress, finish)
 
-    def _done(self, call: _Call, metered: bool) -> None:
+    def _done(self, call: Call, metered: bool) -> None:
         seconds = time.perf_counter() - call.t0
         t = self.parts.table
         region, backend = t.backend_site[call.backend], t.backend_ids[call.backend]

@@ -155,7 +155,14 @@ class AccessLog:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, plus the record's ``fields`` (if any)."""
+    """One JSON object per line: ts, level, logger, msg, plus the record's ``fields`` (if any).
+
+    ``ts`` is the record's Unix time; times this formatter writes as text (``formatTime``) are UTC, a setting
+    of this formatter only (other formatters in the process keep their own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname.lower(),
@@ -176,4 +183,3 @@ def configure_json_logging(level: int = logging.INFO) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
-    logging.Formatter.converter = time.gmtime

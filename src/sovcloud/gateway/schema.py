@@ -1,118 +1,60 @@
-"""The gateway's OpenAPI 3.0 schema (served at ``GET /openapi.json``).
+"""The gateway's OpenAPI 3.0 document (served at ``GET /openapi.json``), written from the body models.
 
-Every constraint declared here is enforced by :mod:`sovcloud.gatewayapi` (a schemathesis run in the tests
-checks that the two agree); fields not declared pass through to the upstream. Responses declare the
-OpenAI error object for every refusal and the ``x-sovcloud-*`` audit headers for every routed answer.
+``components/schemas`` holds the JSON schemas of :mod:`sovcloud.gateway.bodies`: the request models (the
+ones that validate every request, with this gateway's ``max_tokens`` cap) and the response shapes, each
+referenced from the paths. Fields not declared pass through to the upstream. Every refusal answers with
+the OpenAI error object (``Error``), every routed answer carries the ``x-sovcloud-*`` audit headers, and the
+client's zone may be given in the ``x-sovcloud-client-zone`` header.
+
+pydantic writes JSON Schema 2020-12; :class:`OpenApi30` writes the OpenAPI 3.0 dialect of it instead:
+``nullable: true`` for a null branch, ``enum`` for a constant, and no titles on fields.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["openapi_schema"]
+from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
-INT64 = {"minimum": -(2**63), "maximum": 2**63 - 1}
-TOKEN_ID = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+from sovcloud.gateway.bodies import ChatCompletion, Embedding, Error, ModelList, RequestModels
 
+__all__ = ["OpenApi30", "components", "openapi_schema"]
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
-
-
-def _number(lo: float, hi: float) -> dict[str, Any]:
-    return _nullable({"type": "number", "minimum": lo, "maximum": hi})
+REF = "#/components/schemas/{model}"
 
 
-def _int(lo: int, hi: int) -> dict[str, Any]:
-    return _nullable({"type": "integer", "minimum": lo, "maximum": hi})
+class OpenApi30(GenerateJsonSchema):
+    """JSON schemas in OpenAPI 3.0's dialect (no ``type: null``, no ``const``, no field titles)."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        inner = self.generate_inner(schema["schema"])
+        if "$ref" in inner:  # siblings of a $ref are ignored in 3.0
+            return {"allOf": [inner], "nullable": True}
+        return {**inner, "nullable": True}
+
+    def literal_schema(self, schema: core_schema.LiteralSchema) -> JsonSchemaValue:
+        out = super().literal_schema(schema)
+        if "const" in out:
+            out["enum"] = [out.pop("const")]
+        return out
+
+    def field_title_should_be_set(self, schema: CoreSchema | Any) -> bool:
+        return False
 
 
-def _parts() -> dict[str, Any]:
-    text = {"type": "object", "required": ["type", "text"],
-            "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}
-    image = {"type": "object", "required": ["type", "image_url"], "properties": {
-        "type": {"type": "string", "enum": ["image_url"]},
-        "image_url": {"oneOf": [{"type": "string"}, {"type": "object", "required": ["url"],
-                                                     "properties": {"url": {"type": "string"}}}]}}}
-    audio = {"type": "object", "required": ["type", "input_audio"], "properties": {
-        "type": {"type": "string", "enum": ["input_audio"]},
-        "input_audio": {"type": "object", "required": ["data"],
-                        "properties": {"data": {"type": "string", "description": "base64"},
-                                       "format": {"type": "string"}}}}}
-    other = {"type": "object", "required": ["type"], "description": "video_url, audio_url, file...: passed through",
-             "properties": {"type": {"type": "string", "not": {"enum": ["text", "image_url", "input_audio"]}}}}
-    return {"type": "array", "items": {"oneOf": [text, image, audio, other]}}
-
-
-def _common(cap: int) -> dict[str, Any]:
-    return {
-        "model": {"type": "string", "minLength": 1, "description": "a model id from GET /v1/models"},
-        "stream": _nullable({"type": "boolean"}),
-        "stream_options": _nullable({"type": "object",
-                                     "properties": {"include_usage": _nullable({"type": "boolean"})}}),
-        "max_tokens": _int(1, cap),
-        "n": _int(1, 16),
-        "temperature": _number(0, 2),
-        "top_p": _number(0, 1),
-        "presence_penalty": _number(-2, 2),
-        "frequency_penalty": _number(-2, 2),
-        "stop": _nullable({"oneOf": [{"type": "string"},
-                                     {"type": "array", "maxItems": 4, "items": {"type": "string"}}]}),
-        "seed": _nullable({"type": "integer", **INT64}),
-    }
-
-
-def _prompt() -> dict[str, Any]:
-    return {"oneOf": [
-        {"type": "string"},
-        {"type": "array", "minItems": 1, "items": {"type": "string"}},
-        {"type": "array", "minItems": 1, "items": TOKEN_ID},
-        {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": TOKEN_ID}},
-    ]}
-
-
-def _requests(cap: int) -> dict[str, Any]:
-    content = {"oneOf": [{"type": "string"}, _parts()]}
-    user = {"type": "object", "required": ["role", "content"], "properties": {
-        "role": {"type": "string", "enum": ["system", "user", "developer"]}, "content": content}}
-    assistant = {"type": "object", "required": ["role"], "properties": {
-        "role": {"type": "string", "enum": ["assistant", "tool", "function"]}, "content": _nullable(content)}}
-    chat = {"type": "object", "required": ["model", "messages"], "properties": {
-        **_common(cap), "max_completion_tokens": _int(1, cap),
-        "messages": {"type": "array", "minItems": 1, "items": {"oneOf": [user, assistant]}}}}
-    completion = {"type": "object", "required": ["model", "prompt"], "properties": {
-        **_common(cap), "prompt": _prompt(), "best_of": _int(1, 16), "logprobs": _int(0, 5),
-        "echo": _nullable({"type": "boolean"})}}
-    embedding = {"type": "object", "required": ["model", "input"], "properties": {
-        "model": {"type": "string", "minLength": 1}, "input": _prompt(),
-        "encoding_format": _nullable({"type": "string", "enum": ["float", "base64"]}),
-        "dimensions": _int(1, 65536)}}
-    return {"ChatCompletionRequest": chat, "CompletionRequest": completion, "EmbeddingRequest": embedding}
-
-
-def _responses() -> dict[str, Any]:
-    usage = {"type": "object", "properties": {"prompt_tokens": {"type": "integer"},
-                                              "completion_tokens": {"type": "integer"},
-                                              "total_tokens": {"type": "integer"}}}
-    error = {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["message", "type"],
-        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
-                       "param": _nullable({"type": "string"}), "code": _nullable({"type": "string"})}}}}
-    return {
-        "Usage": usage,
-        "Error": error,
-        "ChatCompletion": {"type": "object", "required": ["choices"], "properties": {
-            "id": {"type": "string"}, "object": {"type": "string"}, "model": {"type": "string"},
-            "choices": {"type": "array", "items": {"type": "object"}},
-            "usage": {"$ref": "#/components/schemas/Usage"}}},
-        "Embedding": {"type": "object", "required": ["data"], "properties": {
-            "object": {"type": "string"}, "data": {"type": "array", "items": {"type": "object"}},
-            "usage": {"$ref": "#/components/schemas/Usage"}}},
-        "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
-            "object": {"type": "string", "enum": ["list"]},
-            "data": {"type": "array", "items": {"type": "object", "required": ["id", "object"], "properties": {
-                "id": {"type": "string"}, "object": {"type": "string"}, "owned_by": {"type": "string"}}}}}},
-    }
+def components(models: RequestModels) -> dict[str, Any]:
+    """``components/schemas``: the request models and the response shapes, each with what it refers to."""
+    out: dict[str, Any] = {}
+    schemas = [(m.__name__, m.model_json_schema(ref_template=REF, schema_generator=OpenApi30))
+               for m in (models.chat, models.completion, models.embedding)]
+    schemas += [(t.__name__, TypeAdapter(t).json_schema(ref_template=REF, schema_generator=OpenApi30))
+                for t in (Error, ChatCompletion, Embedding, ModelList)]
+    for name, schema in schemas:
+        out.update(schema.pop("$defs", {}))
+        out[name] = schema
+    return out
 
 
 _REFUSALS = {
@@ -130,14 +72,14 @@ _REFUSALS = {
 
 
 def _error(desc: str) -> dict[str, Any]:
-    return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
 
 
 def _generate(request: str, answer: str, streams: bool, zones: list[str]) -> dict[str, Any]:
     audit = {h: {"required": True, "schema": {"type": "string"}, "description": d} for h, d in (
         ("x-sovcloud-region", "site that served the request"), ("x-sovcloud-backend", "backend id site/model/chip"),
         ("x-sovcloud-policy", "origin zone, residency rule and decision"), ("x-sovcloud-request-id", "request id"))}
-    content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{answer}"}}}
+    content: dict[str, Any] = {"application/json": {"schema": {"$ref": REF.format(model=answer)}}}
     if streams:
         content["text/event-stream"] = {"schema": {  # OpenAPI < 3.2: the schema of each event
             "type": "object", "required": ["data"], "properties": {
@@ -150,25 +92,25 @@ def _generate(request: str, answer: str, streams: bool, zones: list[str]) -> dic
                         "description": "the client's zone for latency (default: the tenant's data origin)",
                         "schema": {"type": "string", "enum": zones}}],
         "requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{request}"}}}},
+            "schema": {"$ref": REF.format(model=request)}}}},
         "responses": {"200": {"description": "the upstream's answer", "headers": audit, "content": content},
                       **{code: _error(desc) for code, desc in _REFUSALS.items()}},
     }}
 
 
-def openapi_schema(zones: list[str], max_tokens_cap: int) -> dict[str, Any]:
-    """The OpenAPI document of a gateway whose scenario has ``zones`` and whose max_tokens cap is given."""
+def openapi_schema(zones: list[str], models: RequestModels) -> dict[str, Any]:
+    """The OpenAPI document of a gateway whose scenario has ``zones`` and whose requests ``models`` check."""
     return {
         "openapi": "3.0.3",
         "info": {"title": "sovcloud gateway", "version": "1",
                  "description": "OpenAI-compatible inference gateway with residency as a hard guarantee"},
         "paths": {
-            "/v1/chat/completions": _generate("ChatCompletionRequest", "ChatCompletion", True, zones),
-            "/v1/completions": _generate("CompletionRequest", "ChatCompletion", True, zones),
-            "/v1/embeddings": _generate("EmbeddingRequest", "Embedding", False, zones),
+            "/v1/chat/completions": _generate(models.chat.__name__, "ChatCompletion", True, zones),
+            "/v1/completions": _generate(models.completion.__name__, "ChatCompletion", True, zones),
+            "/v1/embeddings": _generate(models.embedding.__name__, "Embedding", False, zones),
             "/v1/models": {"get": {"security": [{"bearer": []}], "responses": {
                 "200": {"description": "models the tenant may use",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ModelList"}}}},
+                        "content": {"application/json": {"schema": {"$ref": REF.format(model="ModelList")}}}},
                 "401": _error(_REFUSALS["401"])}}},
             "/health": {"get": {"responses": {"200": {"description": "alive", "content": {
                 "application/json": {"schema": {"type": "object"}}}}}}},
@@ -177,6 +119,6 @@ def openapi_schema(zones: list[str], max_tokens_cap: int) -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {**_requests(max_tokens_cap), **_responses()},
+            "schemas": components(models),
         },
     }

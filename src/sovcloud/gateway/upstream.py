@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -128,16 +128,20 @@ class AiohttpUpstream:
 
 
 class BackendHealth:
-    """Health checks plus circuit breakers, written into the router's ``healthy`` array."""
+    """Health checks plus circuit breakers, written into the router's ``healthy`` array.
 
-    def __init__(self, healthy: NDArray[np.bool_], health: HealthConfig, breaker: BreakerConfig) -> None:
+    ``clock`` gives the time in seconds that cooldowns and probe intervals are measured on (monotonic; tests
+    pass a clock they advance)."""
+
+    def __init__(self, healthy: NDArray[np.bool_], health: HealthConfig, breaker: BreakerConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         n = len(healthy)
         self.healthy = healthy
-        self._health, self._breaker = health, breaker
+        self._health, self._breaker, self._clock = health, breaker, clock
         self.probe_up = [True] * n
         self._probe_fails = [0] * n
         self.failures = [0] * n  # consecutive failures on real traffic
-        self.open_until = [0.0] * n  # breaker open until this monotonic time (0: closed)
+        self.open_until = [0.0] * n  # breaker open until this time of the clock (0: closed)
         self._task: asyncio.Task[None] | None = None
 
     def _apply(self, b: int, now: float) -> None:
@@ -152,19 +156,19 @@ class BackendHealth:
         if self.failures[b]:
             self.failures[b] = 0
             self.open_until[b] = 0.0
-            self._apply(b, time.monotonic())
+            self._apply(b, self._clock())
 
     def failure(self, b: int) -> None:
         self.failures[b] += 1
         if self.failures[b] >= self._breaker.failures:
-            now = time.monotonic()
+            now = self._clock()
             self.open_until[b] = now + self._breaker.cooldown_s
             self._apply(b, now)
 
     def probed(self, b: int, ok: bool) -> None:
         self._probe_fails[b] = 0 if ok else self._probe_fails[b] + 1
         self.probe_up[b] = ok or (self.probe_up[b] and self._probe_fails[b] < self._health.failures_to_down)
-        self._apply(b, time.monotonic())
+        self._apply(b, self._clock())
 
     async def check_all(self, client: UpstreamClient, targets: Sequence[UpstreamTarget]) -> None:
         results = await asyncio.gather(*(client.probe(t, self._health.path, self._health.timeout_s)
@@ -174,9 +178,9 @@ class BackendHealth:
 
     async def _loop(self, client: UpstreamClient, targets: Sequence[UpstreamTarget]) -> None:
         step = min(self._health.interval_s, self._breaker.cooldown_s / 2)
-        next_probe = time.monotonic() + self._health.interval_s  # start-up has just probed every backend
+        next_probe = self._clock() + self._health.interval_s  # start-up has just probed every backend
         while True:
-            now = time.monotonic()
+            now = self._clock()
             if now >= next_probe:
                 next_probe = now + self._health.interval_s
                 await self.check_all(client, targets)

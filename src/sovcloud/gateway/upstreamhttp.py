@@ -16,7 +16,7 @@ coding and keep-alive are llhttp's, not ours.
   any byte of the answer came back (the upstream closed it as it was taken) is sent once more on a new
   connection (an upstream that read the request and then closed without a word may so see it twice, as
   with any client that retries a stale keep-alive connection); any other failure is an
-  :class:`~sovcloud.upstream.UpstreamError`, which the gateway turns into a failover inside the compliant set.
+  :class:`~sovcloud.errors.UpstreamError`, which the gateway turns into a failover inside the compliant set.
 * **Timeouts** as before: ``connect_s`` to connect; then at most ``first_byte_s`` (plain) or ``idle_s``
   (stream) of silence between two reads.
 * **Back-pressure**: a stream's unread bytes above ``max_buffer`` pause reading from the upstream.
@@ -301,7 +301,8 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpUpstream:
-    """The gateway's upstream client (:class:`~sovcloud.upstream.UpstreamClient`): keep-alive pools per origin."""
+    """The gateway's upstream client (an :class:`~sovcloud.gateway.upstream.UpstreamClient`): keep-alive pools per
+    origin."""
 
     def __init__(self, timeouts: TimeoutsConfig, keepalive_s: float = 30.0, max_buffer: int = 256 * 1024) -> None:
         self._connect_s = timeouts.connect_s

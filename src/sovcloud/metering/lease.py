@@ -72,7 +72,7 @@ _KEEP_SETTLED = 4096  # settlements remembered for an idempotent second settle
 
 
 class LeasedLedger:
-    """The gateway's metering (the :class:`~sovcloud.gateway.handler.Metering` protocol) over leases, a
+    """The gateway's metering (the :class:`~sovcloud.gateway.parts.Metering` protocol) over leases, a
     journal and a :class:`~sovcloud.metering.ledger.Ledger` written behind (see the module docstring)."""
 
     premark = False  # a progress mark is a journal line: no need to mark ahead of delivery

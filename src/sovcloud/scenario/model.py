@@ -2,7 +2,7 @@
 
 A scenario file (YAML) is read by :mod:`sovcloud.scenario` (which resolves ``extends``, reports
 every problem at once, and generates demand zones from GeoNames) into a :class:`Scenario`, which
-:mod:`sovcloud.compiled` turns into arrays over named dimensions.
+:mod:`sovcloud.world.compiled` turns into arrays over named dimensions.
 """
 
 from __future__ import annotations

@@ -1,0 +1,172 @@
+"""Admission of a request: who asks (API key), how much (body size), for what (model) and from where (zones).
+
+:class:`Admission` checks, in this order, what the gateway knows before it routes: the ``Authorization``
+header names a tenant (401; 503 when the tenant store is unreachable), the body is within
+``limits.max_body_bytes`` (413, as soon as it is known), the model is served (404) and allowed for the tenant
+(403), the tenant's data-origin zone and the ``x-sovcloud-client-zone`` header are zones of the scenario (403,
+400), and the tenant is within its RPM/TPM limits (429). An admitted request becomes a :class:`Call`, which
+carries it through routing, reservation and the upstream. It also writes the 503 of a call the router found
+no backend for, and lists the models a tenant may use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.types import Receive
+
+from sovcloud.errors import ApiError, LedgerError
+from sovcloud.gateway.api import ParsedRequest
+from sovcloud.gateway.config import LimitsConfig
+from sovcloud.gateway.parts import GatewayParts
+from sovcloud.metering.book import Reservation
+from sovcloud.metering.tenants import RateLimiter, Tenant
+
+__all__ = ["Admission", "Call"]
+
+
+@dataclass(slots=True)
+class Call:
+    """One admitted request: who, what, where, and its reservation."""
+
+    rid: str
+    tenant: Tenant
+    req: ParsedRequest
+    endpoint: str
+    origin: int
+    client: int
+    model: int
+    t0: float
+    reservation: Reservation | None = None
+    pending: Awaitable[Reservation] | None = None  # the reservation, until the gateway awaits it
+    backend: int = -1
+    attempts: int = 0
+    status: int = 0
+    completion: int = 0
+    prompt: int = 0
+    error: str | None = None
+
+
+class Admission:
+    """The checks before routing, over one gateway's parts (the limiter is the gateway's, refunds included)."""
+
+    def __init__(self, parts: GatewayParts, limits: LimitsConfig, limiter: RateLimiter) -> None:
+        self.parts, self.limits, self.limiter = parts, limits, limiter
+        t = parts.table
+        self.zone = {z: i for i, z in enumerate(t.zones)}
+        self.model = {m: i for i, m in enumerate(t.models)}
+        self.served = frozenset(t.models[int(m)] for m in np.unique(t.model)) if len(t.model) else frozenset()
+        # x-sovcloud-policy per origin zone, completed by the decision
+        self.policy = [f"origin={z}; rule={r or 'default'}; decision=" for z, r in
+                       zip(t.zones, parts.residency_rule, strict=True)]
+        self._rid_prefix = secrets.token_hex(5)  # request ids: random per start + a counter (no syscall per request)
+        self._rid_count = itertools.count(1)
+
+    def request_id(self) -> str:
+        return f"{self._rid_prefix}{next(self._rid_count):07x}"
+
+    def authenticate(self, auth: str | None) -> Tenant:
+        """The tenant of an ``Authorization: Bearer <key>`` header value (401 if missing or unknown)."""
+        if not auth:
+            raise ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer sk-sov-...'.",
+                           code="invalid_api_key")
+        scheme, _, key = auth.partition(" ")
+        try:
+            tenant = self.parts.tenants.authenticate(key.strip()) if scheme.lower() == "bearer" else None
+        except LedgerError as exc:  # a key not in the cache and the tenant database unreachable
+            raise ApiError(503, f"The tenant store is unavailable ({exc}); retry later.", type_="service_unavailable",
+                           code="ledger_unavailable") from None
+        if tenant is None:
+            raise ApiError(401, "Incorrect API key provided. Keys are issued by `sovcloud tenants add`.",
+                           code="invalid_api_key")
+        return tenant
+
+    async def read_body(self, receive: Receive, length: bytes | None) -> bytes:
+        """The request body, refused with 413 as soon as it is known to exceed the limit."""
+        limit = self.limits.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise ApiError(413, f"The request body is {int(length):,} bytes; the limit is {limit:,} bytes.",
+                           code="body_too_large")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ApiError(400, "The client went away before sending the whole body.", code="client_disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"The request body exceeds the limit of {limit:,} bytes.", code="body_too_large")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def admit(self, headers: dict[bytes, bytes], tenant: Tenant, req: ParsedRequest, endpoint: str,
+              t0: float) -> Call:
+        """The call of a valid request: model served (404) and allowed (403), zones known (403, 400), within
+        the tenant's rate limits (429)."""
+        m = self.model.get(req.model)
+        if m is None or req.model not in self.served:
+            raise ApiError(404, f"The model '{req.model}' does not exist or is not served here; "
+                                f"GET /v1/models lists the models you can use.", param="model",
+                           code="model_not_found")
+        if not tenant.allows(req.model):
+            raise ApiError(403, f"Your tenant '{tenant.id}' may not use the model '{req.model}'; "
+                                "ask the operator to allow it (`sovcloud tenants`).", param="model",
+                           code="model_not_allowed")
+        origin = self.zone.get(tenant.origin_zone)
+        if origin is None:
+            raise ApiError(403, f"Your tenant's data-origin zone '{tenant.origin_zone}' is not a zone of this "
+                                "gateway's scenario, so its residency cannot be enforced; ask the operator to "
+                                "fix the tenant.", type_="permission_error", code="unknown_origin_zone")
+        raw_cz = headers.get(b"x-sovcloud-client-zone")
+        cz = raw_cz.decode("latin-1") if raw_cz is not None else None
+        client = origin if not cz else self.zone.get(cz)
+        if client is None:
+            raise ApiError(400, f"Invalid 'x-sovcloud-client-zone' header: '{cz[:40] if cz else ''}' is not a zone "
+                                "of this gateway's scenario; leave it out to use your data-origin zone.",
+                           param="x-sovcloud-client-zone", code="unknown_zone")
+        refused = self.limiter.check(tenant, req.prompt_tokens + req.max_tokens, time.monotonic())
+        if refused is not None:
+            what = "requests per minute" if refused == "rpm" else "tokens per minute (prompt + max_tokens)"
+            raise ApiError(429, f"Rate limit reached for {what} of tenant '{tenant.id}'; retry later or lower "
+                                "max_tokens.", type_="requests", code="rate_limit_exceeded",
+                           headers={"retry-after": "1"})
+        return Call(self.request_id(), tenant, req, endpoint, origin, client, m, t0)
+
+    def no_route(self, call: Call, reason: str) -> ApiError:
+        """The 503 for a call the router found no backend for, saying why (``reason``) and where it may go."""
+        t = self.parts.table
+        sites = sorted({t.backend_site[b] for b in np.flatnonzero(t.compliant(call.origin, call.model))})
+        where = ", ".join(sites) or "none"
+        origin = t.zones[call.origin]
+        rule = self.parts.residency_rule[call.origin] or "default"
+        model = call.req.model
+        text = {
+            "residency": f"The model '{model}' is not served at any site where data of origin '{origin}' may be "
+                         f"processed (residency rule '{rule}'); ask the operator to deploy it there.",
+            "unhealthy": f"Every backend of '{model}' where data of origin '{origin}' may be processed "
+                         f"(rule '{rule}': {where}) is down or failed; retry later. The request was not sent "
+                         "anywhere else.",
+            "saturated": f"Every compliant backend of '{model}' for data of origin '{origin}' ({where}) is at "
+                         "its in-flight limit; retry with backoff.",
+        }.get(reason, f"The model '{model}' has no backend in this plan.")
+        return ApiError(503, text, type_="service_unavailable", code=reason,
+                        headers={"x-sovcloud-policy": self.policy[call.origin] + reason})
+
+    def models_for(self, tenant: Tenant) -> list[dict[str, Any]]:
+        """The models ``tenant`` may use, each with the sites its data may go to (``GET /v1/models``)."""
+        t, origin = self.parts.table, self.zone.get(tenant.origin_zone)
+        data = []
+        for m in sorted(self.served):
+            if tenant.allows(m):
+                regions = [] if origin is None else sorted(
+                    {t.backend_site[b] for b in np.flatnonzero(t.compliant(origin, self.model[m]))})
+                data.append({"id": m, "object": "model", "created": 0, "owned_by": "sovcloud",
+                             "sovcloud_regions": regions})
+        return data
