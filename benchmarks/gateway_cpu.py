@@ -1,6 +1,6 @@
 """Gateway CPU per request, without the HTTP stack: where sovcloud's own time goes.
 
-The real gateway of ``sovcloud serve`` (:func:`sovcloud.gatewayapp.build_gateway`: tiny-a plan, SQLite ledger
+The real gateway of ``sovcloud serve`` (:func:`sovcloud.gateway.app.build_gateway`: tiny-a plan, SQLite ledger
 in a temporary folder, a tenant with a 10^12-token grant, request log on) is called as an ASGI app inside one
 event loop (uvloop), with ``--concurrency`` requests at a time; the upstream is an in-process answer of the
 size the emulator sends (the gateway's transport seam), so what is measured is the gateway's own work:

@@ -193,7 +193,7 @@ Fetch = Callable[[], Awaitable[tuple[bool, float | None]]]
 async def _client(kind: str, url: str, key: str | None, stream: bool) -> AsyncIterator[Fetch]:
     """``fetch() -> (ok, time of the first body chunk)``: one request, read to its end.
 
-    ``lean`` is sovcloud's own upstream client (:class:`~sovcloud.upstreamhttp.HttpUpstream`, httptools): the
+    ``lean`` is sovcloud's own upstream client (:class:`~sovcloud.gateway.upstreamhttp.HttpUpstream`, httptools): the
     load generator shares its CPU with the emulator, which at c=64 streams is busy all the time, and with it
     the load generator's CPU per stream (process start-up and kernel included) went from 1.23-1.35 ms to
     0.95-1.11 ms in one undisturbed round of each target (docs/benchmarks.md)."""

@@ -10,7 +10,7 @@ time zone). Total demand is unchanged, so the problem grows in sites x zones, no
 
 Each instance runs in a fresh subprocess (``--one k``) so that its peak RSS
 (``getrusage(RUSAGE_SELF).ru_maxrss``) is its own. The child records the model size, the stage
-timings of :func:`sovcloud.plan.make_plan` (compile + planner inputs, model build, solve: HiGHS
+timings of :func:`sovcloud.plan.make.make_plan` (compile + planner inputs, model build, solve: HiGHS
 conversion, LP relaxation, warm start, MILP, duals; extract), objective, bound, gap, status, the
 stage that produced the plan, and the served share of demand. When the MILP solve raises, the
 error text is recorded and the greedy baseline is run on the same instance, so a feasible plan
@@ -234,7 +234,7 @@ def _row(r: dict[str, Any]) -> list[str]:
 def _markdown(results: list[dict[str, Any]], args: argparse.Namespace, command: str, started: str,
               mach: dict[str, str]) -> str:
     lines = [
-        "## Plan scaling (issue 4)", "",
+        "## Plan scaling", "",
         f"Command: `{command}`  ",
         f"Date: {started}  ",
         f"Machine: {mach['nproc']} cores, {mach['cpu']}, {mach['ram']} RAM; Python {mach['python']}  ",
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     if str(args.out) != "-":
         args.out.parent.mkdir(parents=True, exist_ok=True)
         if args.append and args.out.exists():
-            section = md.replace("## Plan scaling (issue 4)", "### Another run", 1)
+            section = md.replace("## Plan scaling", "### Another run", 1)
             md = args.out.read_text().rstrip("\n") + "\n\n" + section
         args.out.write_text(md)
         print(f"wrote {args.out}")

@@ -10,7 +10,7 @@
 2. The engine as the simulator drives it: 65 backends sized like the default plan's sampled fleet,
    arrivals routed at random in proportion to the slots, ``advance`` + ``serve`` every simulated
    second (no router: the routing is timed in 3).
-3. With ``--plan``: ``sovcloud.sim.simulate`` end to end (traffic, router, engine) for ``--hours``.
+3. With ``--plan``: ``sovcloud.sim.run.simulate`` end to end (traffic, router, engine) for ``--hours``.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--servers", type=int, default=8)
     ap.add_argument("--rho", type=float, default=0.875)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--plan", default=None, help="also run sovcloud.sim.simulate on this plan")
+    ap.add_argument("--plan", default=None, help="also run sovcloud.sim.run.simulate on this plan")
     ap.add_argument("--hours", type=float, default=1.0)
     ap.add_argument("--sample", type=float, default=None)
     args = ap.parse_args()

@@ -3,9 +3,9 @@
 A canned OpenAI-compatible upstream (a raw asyncio HTTP/1.1 server, keep-alive, answering at once with the
 sizes the emulator sends: a chat completion, or a chunked stream of 20 events, a usage event and [DONE]) runs
 in its own process, pinned to another CPU where there is one. This process drives each client
-(:class:`sovcloud.upstreamhttp.HttpUpstream` and :class:`sovcloud.upstream.AiohttpUpstream`, both through the
-gateway's ``UpstreamClient`` seam) with ``--concurrency`` requests at a time under uvloop, in interleaved
-rounds, and prints this process's CPU µs per request (median over the rounds) and the requests per second.
+(:class:`sovcloud.gateway.upstreamhttp.HttpUpstream` and :class:`sovcloud.gateway.upstream.AiohttpUpstream`,
+both through the gateway's ``UpstreamClient`` seam) with ``--concurrency`` requests at a time under uvloop,
+in interleaved rounds, and prints this process's CPU µs per request (median over the rounds) and requests per second.
 
     python benchmarks/upstream_client.py [--requests 20000] [--concurrency 64] [--rounds 5]
 """

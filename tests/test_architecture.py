@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-LINT = str(Path(sys.executable).with_name("lint-imports"))
+#: The console script next to this interpreter (a venv), else the one on PATH (a system-wide install).
+LINT = shutil.which("lint-imports", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                        os.environ.get("PATH", "")])) or "lint-imports"
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:

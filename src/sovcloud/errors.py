@@ -17,9 +17,9 @@ Catching :class:`SovcloudError` catches every error sovcloud raises on purpose::
     │   ├── ConfigError                 a gateway, emulator or tenant setting that cannot be used (exit 2)
     │   ├── ApiError                    a refusal in OpenAI's error format (HTTP status, type, param, code)
     │   └── UpstreamError               a backend that could not be reached or broke off
-    └── LedgerError                     metering: the ledger cannot be opened or written
-        ├── LedgerValueError            an amount, option or date the ledger cannot take (also a ValueError)
-        └── InsufficientFunds           grants and credits cannot cover a request's worst-case cost
+    ├── LedgerError                     metering: the ledger cannot be opened or written
+    │   └── InsufficientFunds           grants and credits cannot cover a request's worst-case cost
+    └── LedgerValueError                metering: an amount, option or date the ledger cannot take (a ValueError)
 """
 
 from __future__ import annotations
@@ -158,8 +158,12 @@ class LedgerError(SovcloudError):
     """The metering ledger cannot be opened or written (database unreachable, schema mismatch)."""
 
 
-class LedgerValueError(LedgerError, ValueError):
-    """An amount, option or date the ledger cannot take (a negative token count, an expiry in the past)."""
+class LedgerValueError(SovcloudError, ValueError):
+    """An amount, option or date the ledger cannot take (a negative token count, an expiry in the past).
+
+    Not a :class:`LedgerError`: callers that treat a ledger error as "the database is unavailable" must not
+    mistake a bad value for an outage.
+    """
 
     exit_code = 2
 

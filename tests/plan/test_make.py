@@ -1,4 +1,4 @@
-"""Acceptance tests of the buildout planner (issue 4): optimality, feasibility and the default scenario.
+"""Acceptance tests of the buildout planner: optimality, feasibility and the default scenario.
 
 * Tiny instances (tests/data/tiny_*.yaml): the MILP optimum equals a brute-force enumeration of every
   integer decision the power caps allow, each costed with ``solve_fixed`` on the same model.

@@ -1,4 +1,4 @@
-"""The HTML report (issue 7): sections and numbers, bad inputs, the simulation section, and a real browser.
+"""The HTML report: sections and numbers, bad inputs, the simulation section, and a real browser.
 
 Plans are solved once per session from the tiny scenarios (tests/data/tiny_*.yaml). The browser test
 drives Debian's chromium (``/usr/bin/chromium``) with Playwright for Python, never a downloaded

@@ -1,7 +1,7 @@
 """``sovcloud latency FROM TO [--json]``: modelled round-trip time between two places.
 
 ``rtt = 2 d stretch / v_fibre + access_ms`` with ``d`` the great-circle distance
-(:mod:`sovcloud.physics.latency`, fitted :data:`~sovcloud.latency.DEFAULT_MODEL`). FROM and TO are each a
+(:mod:`sovcloud.physics.latency`, fitted :data:`~sovcloud.physics.latency.DEFAULT_MODEL`). FROM and TO are each a
 site id of the bundled scenario, ``lat,lon``, an ISO country code or name, or a city.
 """
 

@@ -1,9 +1,9 @@
 """``sovcloud perf``: one performance estimate as a table or JSON.
 
-The lead's CLI registers :func:`perf_command` with ``app.command("perf")(perf_command)``.
-The model and chip ids are resolved in the bundled default scenario's catalog, loaded inside the
-command. Invalid inputs raise :mod:`sovcloud.errors` exceptions (mapped to one-line messages, exit 2);
-a model that cannot run prints its reason with ``fits``/``ok`` false (exit 0).
+:func:`register` adds :func:`perf_command` to the app. The model and chip ids are resolved in the
+bundled default scenario's catalog, loaded inside the command. Invalid inputs raise :mod:`sovcloud.errors`
+exceptions (mapped to one-line messages, exit 2); a model that cannot run prints its reason with
+``fits``/``ok`` false (exit 0).
 """
 
 from __future__ import annotations

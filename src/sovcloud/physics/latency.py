@@ -153,7 +153,7 @@ class LatencyModel:
 
 # Fitted on the shipped CSV (32 pairs) by:
 #   python -c "from sovcloud.physics.latency import fit; print(fit())"
-# tests/test_latency.py::test_default_model_is_the_fit_of_the_shipped_csv re-fits and compares.
+# tests/physics/test_latency.py::test_default_model_is_the_fit_of_the_shipped_csv re-fits and compares.
 DEFAULT_MODEL = LatencyModel(stretch=1.6225, access_ms=8.093)
 
 

@@ -15,7 +15,7 @@ Time slices
     in a slice is the mean rate over its hours (Mtok/h).
 Capacity per chip
     ``cap[m, c, w]`` = goodput of model m on chip c meeting workload w's TTFT/TPOT SLOs (output
-    tokens/s/chip from :func:`sovcloud.perf.goodput_table`) x (input + output) / output, in Mtok/h,
+    tokens/s/chip from :func:`sovcloud.physics.perf.goodput_table`) x (input + output) / output, in Mtok/h,
     so it counts the same tokens as demand (input + output), x ``planning.target_utilization`` (0.85
     by default): a fleet planned at 100% of its goodput in a slice's mean hour queues without bound in
     its busier hours and under random arrivals (the simulator showed chat SLOs met for 7% of

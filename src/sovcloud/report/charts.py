@@ -6,7 +6,7 @@
 * served: the share of demand served by workload and by continent, from ``plan.json``;
 * latency: the distribution of network round trips of served demand, weighted by served tokens.
 
-Every figure reads the validated plan folder (:class:`~sovcloud.reportinputs.PlanInputsForReport`).
+Every figure reads the validated plan folder (:class:`~sovcloud.report.inputs.PlanInputsForReport`).
 """
 
 from __future__ import annotations

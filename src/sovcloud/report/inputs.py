@@ -1,7 +1,7 @@
 """What the report reads: a plan folder (plan.json + Parquet tables), its scenario, and a simulation.
 
 :func:`load_plan_inputs` validates ``plan.json`` (schema ``sovcloud.plan/1``, via
-:func:`sovcloud.backends.load_plan`, plus the parts only the report reads), the Parquet tables
+:func:`sovcloud.routing.backends.load_plan`, plus the parts only the report reads), the Parquet tables
 next to it, and reloads the scenario it names (re-applying the plan's shocks) so the map can
 place demand zones and residency groups. When the reloaded scenario's SHA-256 differs from the
 one in ``plan.json`` the report carries a warning rather than failing.
@@ -88,7 +88,7 @@ class GreedyBaseline(_Doc):
 
 
 class ReportPlan(_Doc):
-    """The parts of ``plan.json`` the report reads beyond :class:`~sovcloud.backends.PlanDocument`."""
+    """The parts of ``plan.json`` the report reads beyond :class:`~sovcloud.routing.backends.PlanDocument`."""
 
     created: str = ""
     solver: SolverOutcome

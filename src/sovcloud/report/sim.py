@@ -1,6 +1,6 @@
 """The simulation part of the report: SLO attainment, tail latencies, rejections, utilization, timeline.
 
-Reads a validated :class:`~sovcloud.reportinputs.SimInputs` (``summary.json`` of schema
+Reads a validated :class:`~sovcloud.report.inputs.SimInputs` (``summary.json`` of schema
 ``sovcloud.sim/1`` and an optional ``timeline.parquet``) and returns figures and table rows for
 the template.
 """

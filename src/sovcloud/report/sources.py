@@ -1,6 +1,6 @@
 """Assumptions and sources of a scenario, as table rows with links.
 
-Every :class:`~sovcloud.entity.Entity` in a scenario carries ``sources`` (field -> citation) and
+Every :class:`~sovcloud.scenario.entity.Entity` in a scenario carries ``sources`` (field -> citation) and
 ``assumptions`` (field -> why the value was assumed). The rows group identical citations of the
 same field across records of one type (e.g. 290 demand zones citing GeoNames become one row), and
 split each citation into text and URLs so the template can link them.

@@ -4,7 +4,7 @@ A plan's ``decisions.deployments`` says how many chips of each chip type run eac
 site in each period, and at which tensor-parallel degree ``tp``. A *backend* is one such
 deployment in one period: ``replicas = floor(chips / tp)`` engines, each a continuous-batching
 server of up to ``max_batch`` concurrent sequences, where ``max_batch`` is the operating point of
-:func:`sovcloud.perf.estimate` under the strictest TTFT/TPOT SLOs of the workloads that use the model
+:func:`sovcloud.physics.perf.estimate` under the strictest TTFT/TPOT SLOs of the workloads that use the model
 (the batch cap an operator sets so the SLOs hold; the memory limit when no batch meets them).
 Its physics comes from :mod:`sovcloud.physics.roofline`
 at the model's typical request shape (demand-weighted mean input and output tokens over the

@@ -1,7 +1,7 @@
 """The routing decision core: one implementation, used by the simulator and by the gateway.
 
 Sets
-    B backends (:class:`sovcloud.backends.Backends`: one per site x model x chip of a plan),
+    B backends (:class:`sovcloud.routing.backends.Backends`: one per site x model x chip of a plan),
     Z zones (the world's demand zones), M models.
 Policy, computed once as masks (:meth:`RouteTable.build`)
     allowed[o, b] = residency[o, site(b)]  (the scenario's rules for data of origin zone o)

@@ -11,7 +11,7 @@
   with ``world.ds.residency``; the simulator must report zero.
 * Energy per backend and hour, at full scale: powered chips = replicas x tp x (available slot-seconds
   / nominal slot-seconds), utilisation u = busy / available slot-seconds, IT power
-  :func:`sovcloud.energy.it_power_mw`, facility energy x PUE, water = WUE x IT energy, carbon =
+  :func:`sovcloud.physics.energy.it_power_mw`, facility energy x PUE, water = WUE x IT energy, carbon =
   grid intensity x facility energy (location based), cost = facility energy x electricity price.
 """
 

@@ -1,7 +1,7 @@
 """Routing a tick of simulated arrivals with the gateway's decision core, without herding.
 
 The simulator routes in ticks (default 1 s of simulated time): all arrivals of a tick are decided
-by :func:`sovcloud.router.route_many` against the load state at the tick's start (the in-flight
+by :func:`sovcloud.routing.router.route_many` against the load state at the tick's start (the in-flight
 counts of the engine). Requests of one key (zone, model; origin = client = the zone) decide alike,
 so one call would send all of a key's requests to the same backend, while a gateway deciding one
 request at a time sees its own admissions. So a tick is decided in rounds over its distinct keys,

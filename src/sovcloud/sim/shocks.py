@@ -2,7 +2,7 @@
 
 Syntax: ``kind:target[:factor][@start[-end]]`` with times from the start of the simulation in hours
 (``6h``, ``6``), minutes (``90m``) or seconds (``30s``); no ``@`` means the whole run, no end means
-to the end. Kind, target and factor are parsed by :func:`sovcloud.shocks.parse_shock`, so the
+to the end. Kind, target and factor are parsed by :func:`sovcloud.scenario.shocks.parse_shock`, so the
 kinds and their targets are the planner's:
 
 * ``outage:SITE`` (and ``deny-site:SITE``): every backend at the site is down; requests pending
