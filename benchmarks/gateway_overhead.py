@@ -5,8 +5,8 @@ events 5 ms apart, like the reference mock of the anchors), a minimal pass-throu
 + uvloop, no features: the floor on this machine, run in the same session), the sovcloud gateway (uvloop, one
 worker, SQLite ledger, ``--metering`` leased (default) or strict, one tenant with a 10^12-token grant,
 request logs on), LiteLLM's proxy (master key, no database, one worker) when ``--litellm`` names its executable, and
-the load generator (this script with ``--loadgen``; its HTTP client is sovcloud's lean httptools client, or
-aiohttp with ``--client aiohttp``). For each concurrency and mode it measures the targets in ``--rounds``
+the load generator (this script with ``--loadgen``; its HTTP client is aiohttp's, the client the gateway
+uses upstream). For each concurrency and mode it measures the targets in ``--rounds``
 interleaved rounds (direct, pass-through, sovcloud, LiteLLM, then again), each round a fresh load generator
 with its warm-up first (``--warmup`` requests, and at least each connection's first ``--warmup-per-conn``),
 ``--requests`` per target in all (``--litellm-requests`` for LiteLLM, which is slow); latencies are pooled over
@@ -14,8 +14,8 @@ the rounds.
 
 The emulator, the load generator and the proxy under test share two CPUs, so the benchmark keeps its own
 side light and its clocks honest: the emulator paces a stream's tokens by deadlines (a timer that fired
-late does not push back every later token) and sends a stream's last events in one write; the load generator's
-client costs less CPU than aiohttp's; and a round during which the hypervisor stole more than
+late does not push back every later token) and sends a stream's last events in one write; the load generator
+runs with the garbage collector off; and a round during which the hypervisor stole more than
 ``--max-steal`` % of the machine's CPU time is run again (at most ``--steal-retries`` times; the table shows
 each kept round's steal and how many were run again).
 
@@ -66,10 +66,6 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-
-from sovcloud.errors import UpstreamError
-from sovcloud.gateway.config import TimeoutsConfig, UpstreamTarget
-from sovcloud.gateway.upstreamhttp import HttpUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = str(ROOT / "tests" / "data" / "tiny_a.yaml")
@@ -190,36 +186,10 @@ Fetch = Callable[[], Awaitable[tuple[bool, float | None]]]
 
 
 @contextlib.asynccontextmanager
-async def _client(kind: str, url: str, key: str | None, stream: bool) -> AsyncIterator[Fetch]:
-    """``fetch() -> (ok, time of the first body chunk)``: one request, read to its end.
-
-    ``lean`` is sovcloud's own upstream client (:class:`~sovcloud.gateway.upstreamhttp.HttpUpstream`, httptools): the
-    load generator shares its CPU with the emulator, which at c=64 streams is busy all the time, and with it
-    the load generator's CPU per stream (process start-up and kernel included) went from 1.23-1.35 ms to
-    0.95-1.11 ms in one undisturbed round of each target (docs/benchmarks.md)."""
+async def _client(url: str, key: str | None, stream: bool) -> AsyncIterator[Fetch]:
+    """``fetch() -> (ok, time of the first body chunk)``: one request, read to its end, on aiohttp's client
+    (one keep-alive pool, no connection cap)."""
     body = json.dumps({**BODY, "stream": stream}).encode()
-    if kind == "lean":
-        up = HttpUpstream(TimeoutsConfig(connect_s=10.0, first_byte_s=900.0, idle_s=900.0))
-        target = UpstreamTarget(backend_id="load", url=url, api_key=key, model=BODY["model"])
-
-        async def lean() -> tuple[bool, float | None]:
-            first = None
-            try:
-                resp = await up.post(target, "", body, stream)
-                if stream:
-                    async for _ in resp.chunks():
-                        if first is None:
-                            first = time.perf_counter()
-                else:
-                    await resp.read()
-            except UpstreamError:  # counted, not fatal: the table shows errors
-                return False, first
-            return resp.status == 200, first
-        try:
-            yield lean
-        finally:
-            await up.close()
-        return
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -241,7 +211,7 @@ async def _client(kind: str, url: str, key: str | None, stream: bool) -> AsyncIt
 
 
 async def _load(url: str, key: str | None, conc: int, total: int, warmup: int, stream: bool, stagger_s: float = 0.0,
-                seed: int = 0, client: str = "lean", per_conn: int = 0) -> dict[str, object]:
+                seed: int = 0, per_conn: int = 0) -> dict[str, object]:
     """``total`` measured requests after the warm-up: a request is warm-up while fewer than ``warmup`` were sent
     in all, or while its connection has sent fewer than ``per_conn`` before it."""
     lat: list[float] = []
@@ -249,7 +219,7 @@ async def _load(url: str, key: str | None, conc: int, total: int, warmup: int, s
     errors = 0
     n = measured = 0
     t_start = t_end = 0.0
-    async with _client(client, url, key, stream) as fetch:
+    async with _client(url, key, stream) as fetch:
         async def one(record: bool) -> None:
             nonlocal errors
             t0 = time.perf_counter()
@@ -295,16 +265,16 @@ def loadgen_main(a: argparse.Namespace) -> None:
     gc.freeze()
     gc.disable()
     out = uvloop.run(_load(a.loadgen, a.key, a.concurrency_one, a.requests, a.warmup, a.stream, a.stagger_ms / 1000,
-                           a.seed, a.client, a.warmup_per_conn))
+                           a.seed, a.warmup_per_conn))
     Path(a.out).write_text(json.dumps(out))
 
 
 def run_load(url: str, key: str | None, conc: int, total: int, warmup: int, stream: bool,
-             cores: Cores = Cores(), stagger_ms: float = 100.0, seed: int = 0, client: str = "lean",
+             cores: Cores = Cores(), stagger_ms: float = 100.0, seed: int = 0,
              per_conn: int = 0) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--loadgen", url, "--concurrency-one", str(conc), "--requests", str(total),
            "--warmup", str(warmup), "--warmup-per-conn", str(per_conn), "--stagger-ms", str(stagger_ms),
-           "--seed", str(seed), "--client", client] + \
+           "--seed", str(seed)] + \
         (["--key", key] if key else []) + (["--stream"] if stream else [])
     # the figures come back in a file, not through a pipe: one c=256 run read back a stdout cut at 64 KiB
     with tempfile.TemporaryDirectory() as tmp:
@@ -419,7 +389,7 @@ def measure(targets: dict[str, tuple[str, str | None, int | None]], conc: int, s
             for attempt in range(a.steal_retries + 1):
                 cpu0 = cpu_seconds(pid) if pid else 0.0
                 t0 = cpu_times()
-                r = run_load(url, key, conc, total, warm, stream, cores, a.stagger_ms, seed=rnd, client=a.client,
+                r = run_load(url, key, conc, total, warm, stream, cores, a.stagger_ms, seed=rnd,
                              per_conn=a.warmup_per_conn)
                 stolen = steal_share(t0, cpu_times())
                 if stolen is None or stolen <= a.max_steal or attempt == a.steal_retries:
@@ -455,9 +425,6 @@ def main() -> None:
                     help="each connection's first request starts at a random offset in [0, this) (default 100 ms: "
                          "about one answer's time, so the connections are out of step; 0: all start together)")
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
-                    help="the load generator's HTTP client (lean: sovcloud's httptools client, about a fifth less "
-                         "CPU per stream; aiohttp: the client of the earlier sessions' figures)")
     ap.add_argument("--litellm-requests", type=int, default=1000, help="requests per LiteLLM run (it is slow)")
     ap.add_argument("--concurrency", default="16,64,256")
     ap.add_argument("--rounds", type=int, default=3,

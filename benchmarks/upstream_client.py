@@ -1,11 +1,11 @@
-"""Upstream client CPU per request: the gateway's httptools client against aiohttp's, on the same answers.
+"""Upstream client CPU per request: the gateway's aiohttp client, plain answers and streams.
 
 A canned OpenAI-compatible upstream (a raw asyncio HTTP/1.1 server, keep-alive, answering at once with the
 sizes the emulator sends: a chat completion, or a chunked stream of 20 events, a usage event and [DONE]) runs
-in its own process, pinned to another CPU where there is one. This process drives each client
-(:class:`sovcloud.gateway.upstreamhttp.HttpUpstream` and :class:`sovcloud.gateway.upstream.AiohttpUpstream`,
-both through the gateway's ``UpstreamClient`` seam) with ``--concurrency`` requests at a time under uvloop,
-in interleaved rounds, and prints this process's CPU µs per request (median over the rounds) and requests per second.
+in its own process, pinned to another CPU where there is one. This process drives the client
+(:class:`sovcloud.gateway.upstream.AiohttpUpstream`, through the gateway's ``UpstreamClient`` seam) with
+``--concurrency`` requests at a time under uvloop, in ``--rounds`` rounds, and prints this process's CPU µs per
+request (median over the rounds) and requests per second.
 
     python benchmarks/upstream_client.py [--requests 20000] [--concurrency 64] [--rounds 5]
 """
@@ -27,7 +27,6 @@ import uvloop
 
 from sovcloud.gateway.config import TimeoutsConfig, UpstreamTarget
 from sovcloud.gateway.upstream import AiohttpUpstream, UpstreamClient
-from sovcloud.gateway.upstreamhttp import HttpUpstream
 
 TOKENS = 20
 
@@ -111,8 +110,7 @@ async def _drive(client: UpstreamClient, target: UpstreamTarget, n: int, conc: i
 
 async def _bench(port: int, a: argparse.Namespace) -> dict[tuple[str, bool], list[tuple[float, float]]]:
     target = UpstreamTarget(backend_id="b", url=f"http://127.0.0.1:{port}/v1", api_key="k", model="qwen3-8b")
-    clients: dict[str, UpstreamClient] = {"httptools": HttpUpstream(TimeoutsConfig()),
-                                          "aiohttp": AiohttpUpstream(TimeoutsConfig())}
+    clients: dict[str, UpstreamClient] = {"aiohttp": AiohttpUpstream(TimeoutsConfig())}
     out: dict[tuple[str, bool], list[tuple[float, float]]] = {}
     try:
         for stream in (False, True):
@@ -157,7 +155,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
-    print(f"upstream client, concurrency {a.concurrency}, {a.rounds} interleaved rounds "
+    print(f"upstream client, concurrency {a.concurrency}, {a.rounds} rounds "
           f"(server on CPU {sorted(server_cpus)}, clients on CPU {sorted(client_cpus)})")
     print("| client | mode | CPU µs per request (median) | rounds | req/s (median) |")
     print("|---|---|---|---|---|")

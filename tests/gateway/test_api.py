@@ -180,6 +180,24 @@ def test_streams_are_metered_before_forwarding_and_usage_is_only_sent_when_asked
     assert any('"usage"' in e for e in r.text.split("\n\n"))
 
 
+def test_streamed_answers_are_not_cached_or_buffered_by_proxies() -> None:
+    r = call("POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH)
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+    assert r.headers["cache-control"] == "no-cache" and r.headers["x-accel-buffering"] == "no"
+    plain = call("POST", "/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert "x-accel-buffering" not in plain.headers
+
+
+def test_more_than_one_choice_is_refused_rather_than_silently_dropped() -> None:
+    upstream = FakeUpstream()
+    for path, body in (("/v1/chat/completions", {**CHAT, "n": 2}),
+                       ("/v1/completions", {"model": "m1", "prompt": "x", "max_tokens": 4, "n": 3})):
+        msg = _error(call("POST", path, json=body, headers=AUTH, upstream=upstream), 400, None, "n")
+        assert "only n=1" in msg
+    assert upstream.calls == []  # refused before anything went upstream
+    assert call("POST", "/v1/chat/completions", json={**CHAT, "n": 1}, headers=AUTH).status_code == 200
+
+
 def test_sse_relay_splits_counts_and_filters() -> None:
     relay = SseRelay(include_usage=False)
     a = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choi'
@@ -199,7 +217,7 @@ def test_prompt_estimates_are_conservative_and_count_parts() -> None:
     p = requests.chat({"model": "m", "messages": [{"role": "user", "content": parts}]})
     assert p.prompt_tokens == 3 + 4 + 10 + IMAGE_TOKENS + (16 + 30) + IMAGE_TOKENS
     assert p.max_tokens == 16 and p.body["max_tokens"] == 16  # the default is sent upstream: a real bound
-    c = requests.completion({"model": "m", "prompt": [[1, 2, 3], [4]], "max_tokens": 5, "n": 2})
+    c = requests.completion({"model": "m", "prompt": [[1, 2, 3], [4]], "max_tokens": 5, "best_of": 2})
     assert (c.prompt_tokens, c.max_tokens) == (4, 5 * 2 * 2)
     with pytest.raises(ApiError, match="UTF-8"):
         parse_body(b'"\xff"')

@@ -10,7 +10,6 @@ from sovcloud.errors import ConfigError
 from sovcloud.gateway.app import build_gateway
 from sovcloud.gateway.config import load_gateway_config, resolve_targets, write_gateway_config
 from sovcloud.gateway.upstream import AiohttpUpstream
-from sovcloud.gateway.upstreamhttp import HttpUpstream
 from sovcloud.metering.lease import LeasedLedger
 from tests.support.gateway import tiny_plan
 
@@ -109,14 +108,17 @@ def test_metering_settings_reach_the_leased_ledger(tmp_path: Path) -> None:
 def test_the_upstream_client_is_chosen_by_config(tmp_path: Path) -> None:
     plan = tiny_plan(tmp_path)
     base = f"plan: {plan}\nledger: sqlite:///l.db\nupstreams:\n  default_url: 'http://127.0.0.1:9/{{backend}}/v1'\n"
-    for extra, kind in (("", HttpUpstream), ("  client: aiohttp\n", AiohttpUpstream)):
+    for extra in ("", "  client: aiohttp\n"):
         gw, _, _ = build_gateway(load_gateway_config(_write(tmp_path, base + extra)), "cfg-test")
         try:
-            assert type(gw.parts.upstream) is kind
+            assert type(gw.parts.upstream) is AiohttpUpstream
         finally:
             led = gw.parts.ledger
             assert isinstance(led, LeasedLedger)
             led.journal.close()
             gw.parts.tenants.close()  # type: ignore[attr-defined]
-    with pytest.raises(ConfigError, match=r"gw.yaml:3: upstreams.client: .*'httptools' or 'aiohttp' \(got 'curl'\)"):
-        load_gateway_config(_write(tmp_path, "plan: p.json\nupstreams:\n  client: curl\n"))
+    for value, why in (("httptools", r" \(the httptools client was removed\)"), ("curl", "")):
+        with pytest.raises(ConfigError, match=rf"gw.yaml:3: upstreams.client: .*aiohttp is the only upstream client"
+                                              rf"{why} \(got '{value}'\); fix: remove upstreams.client or set it to "
+                                              "aiohttp"):
+            load_gateway_config(_write(tmp_path, f"plan: p.json\nupstreams:\n  client: {value}\n"))

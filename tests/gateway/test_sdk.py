@@ -16,7 +16,7 @@ from tests.support.gateway import serve_app, tiny_plan
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str, str]]:
     tmp = tmp_path_factory.mktemp("sdk")
     plan = tiny_plan(tmp)
     _, backends = plan_backends(plan)
@@ -25,18 +25,20 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     with TenantStore.open(ledger) as store:
         key = store.add(Tenant("sdk", "SDK user", "z-fr"))
         poor = store.add(Tenant("poor", "No grant", "z-fr"))
-    Ledger.open(ledger).grant("sdk", 10**6, None)
+        tight = store.add(Tenant("tight", "TPM 100", "z-fr", rpm=10, tpm=100))
+    for tenant in ("sdk", "tight"):
+        Ledger.open(ledger).grant(tenant, 10**6, None)
     with serve_app(emu.app()) as emu_url:
         cfg = tmp / "gw.yaml"
         cfg.write_text(f"plan: {plan}\nledger: {ledger}\nupstreams: {{default_url: '{emu_url}/{{backend}}/v1'}}\n",
                        encoding="utf-8")
         gw, start, stop = build_gateway(load_gateway_config(cfg), "sdk")
         with serve_app(create_app(gw, start, stop)) as url:
-            yield url + "/v1", key, poor
+            yield url + "/v1", key, poor, tight
 
 
 @pytest.fixture
-def client(gateway: tuple[str, str, str]) -> Iterator[openai.OpenAI]:
+def client(gateway: tuple[str, str, str, str]) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=gateway[0], api_key=gateway[1], max_retries=0) as c:
         yield c
 
@@ -73,7 +75,7 @@ def test_omni_parts_completions_embeddings_and_models(client: openai.OpenAI) -> 
     assert [m.id for m in client.models.list()] == ["qwen3-8b"]
 
 
-def test_sdk_errors_map_to_the_right_exceptions(gateway: tuple[str, str, str], client: openai.OpenAI) -> None:
+def test_sdk_errors_map_to_the_right_exceptions(gateway: tuple[str, str, str, str], client: openai.OpenAI) -> None:
     with openai.OpenAI(base_url=gateway[0], api_key="sk-sov-not-a-key", max_retries=0) as bad, \
             pytest.raises(openai.AuthenticationError, match="Incorrect API key"):
         bad.models.list()
@@ -85,3 +87,22 @@ def test_sdk_errors_map_to_the_right_exceptions(gateway: tuple[str, str, str], c
     with openai.OpenAI(base_url=gateway[0], api_key=gateway[2]) as poor, pytest.raises(openai.APIStatusError) as info:
         poor.chat.completions.create(model="qwen3-8b", messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 402 and info.value.code == "insufficient_quota"
+
+
+def test_retrieve_a_model(client: openai.OpenAI) -> None:
+    model = client.models.retrieve("qwen3-8b")
+    assert model.id == "qwen3-8b" and model.object == "model" and model.owned_by == "sovcloud"
+    with pytest.raises(openai.NotFoundError, match="gpt-5") as info:
+        client.models.retrieve("gpt-5")
+    assert info.value.code == "model_not_found"
+
+
+def test_a_request_larger_than_the_tpm_is_not_retried(gateway: tuple[str, str, str, str]) -> None:
+    with openai.OpenAI(base_url=gateway[0], api_key=gateway[3]) as tight:  # default retries
+        raw = tight.chat.completions.with_raw_response.create(
+            model="qwen3-8b", messages=[{"role": "user", "content": "x"}], max_tokens=4)
+        assert raw.headers["x-ratelimit-limit-tokens"] == "100" and raw.headers["x-ratelimit-limit-requests"] == "10"
+        with pytest.raises(openai.BadRequestError, match="100 tokens per minute") as info:
+            tight.chat.completions.create(model="qwen3-8b", messages=[{"role": "user", "content": "x"}],
+                                          max_tokens=200)
+    assert info.value.code == "request_too_large"

@@ -110,22 +110,77 @@ def test_refresh_reloads(url: str) -> None:
         assert b.get("acme").rpm == 60
 
 
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _refused(lim: RateLimiter, tenant: Tenant, tokens: int) -> str | None:
+    v = lim.check(tenant, tokens)
+    assert v is not None
+    return v.refused
+
+
 def test_rate_limiter_rpm_tpm_refill_and_refund() -> None:
-    lim = RateLimiter()
+    clock = Clock()
+    lim = RateLimiter(clock)
     t = Tenant("t", "T", "de", rpm=3, tpm=1000)
-    assert [lim.check(t, 100, 0.0) for _ in range(3)] == [None, None, None]
-    assert lim.check(t, 100, 0.0) == "rpm"
-    assert lim.check(t, 100, 20.0) is None  # 20 s refill 1 request
-    assert lim.check(t, 100, 20.0) == "rpm"
+    assert [_refused(lim, t, 100) for _ in range(3)] == [None, None, None]
+    v = lim.check(t, 100)
+    assert v is not None and v.refused == "rpm" and v.retry_after_s == 20  # one request per 20 s
+    clock.now = 20.0
+    assert _refused(lim, t, 100) is None
+    assert _refused(lim, t, 100) == "rpm"
     big = Tenant("b", "B", "de", tpm=600)
-    assert lim.check(big, 500, 0.0) is None
-    assert lim.check(big, 200, 0.0) == "tpm"
-    assert lim.check(big, 200, 10.0) is None  # 10 s refill 100 tokens: 200 available
+    clock.now = 0.0
+    assert _refused(lim, big, 500) is None
+    assert _refused(lim, big, 200) == "tpm"
+    clock.now = 10.0
+    assert _refused(lim, big, 200) is None  # 10 s refill 100 tokens: 200 available
     lim.refund(big, 400)
-    assert lim.check(big, 400, 10.0) is None
-    assert lim.check(big, 601, 1000.0) == "tpm"  # more than a minute's allowance never fits
+    assert _refused(lim, big, 400) is None
+    clock.now = 1000.0
+    too_big = lim.check(big, 601)  # more than a minute's allowance never fits: not a wait, a refusal
+    assert too_big is not None and too_big.refused == "size" and too_big.retry_after_s == 0
+    assert _refused(lim, big, 600) is None  # the refusal took nothing
     free = Tenant("f", "F", "de")
-    assert all(lim.check(free, 10**9, 0.0) is None for _ in range(1000))
+    assert all(lim.check(free, 10**9) is None for _ in range(1000))
+
+
+@pytest.mark.parametrize(("rpm", "tpm", "first", "then"), [(2, None, [10, 10], 10), (None, 600, [500], 200),
+                                                           (6, 1200, [300, 300], 900), (4, None, [1] * 4, 1)])
+def test_retry_after_is_the_real_wait(rpm: int | None, tpm: int | None, first: list[int], then: int) -> None:
+    """After the advertised retry-after the request is admitted; a tick earlier it is not."""
+    clock = Clock()
+    lim = RateLimiter(clock)
+    t = Tenant("t", "T", "de", rpm=rpm, tpm=tpm)
+    assert all(_refused(lim, t, n) is None for n in first)
+    v = lim.check(t, then)
+    assert v is not None and v.refused is not None and v.retry_after_s >= 1
+    clock.now = v.retry_after_s - 0.001
+    assert _refused(lim, t, then) is not None  # refusals take nothing
+    clock.now = float(v.retry_after_s)
+    assert _refused(lim, t, then) is None
+
+
+def test_rate_state_remaining_and_reset() -> None:
+    clock = Clock()
+    lim = RateLimiter(clock)
+    t = Tenant("t", "T", "de", rpm=2, tpm=600)
+    v = lim.check(t, 150)
+    assert v is not None and (v.rpm, v.tpm, v.requests_left, v.tokens_left) == (2, 600, 1, 450)
+    assert (v.requests_reset_s, v.tokens_reset_s) == (30.0, 15.0)  # back to full: 1 request / 150 tokens
+    v = lim.check(t, 150)
+    assert v is not None and (v.requests_left, v.tokens_left, v.requests_reset_s) == (0, 300, 60.0)
+    v = lim.check(t, 150)
+    assert v is not None and v.refused == "rpm" and v.retry_after_s == 30 and v.requests_left == 0
+    only_rpm = lim.check(Tenant("r", "R", "de", rpm=5), 10**9)
+    assert only_rpm is not None and only_rpm.tpm is None and only_rpm.refused is None
 
 
 # ---- CLI ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -179,8 +179,10 @@ class FakeLedger:
 
 
 def fake_gateway(table: RouteTable, upstream: FakeUpstream, tenants: dict[str, Tenant],
-                 ledger: FakeLedger | None = None, **cfg: Any) -> Gateway:
-    """A gateway over ``table`` with fakes for the upstream, the tenant store and the ledger."""
+                 ledger: FakeLedger | None = None, *, clock: Callable[[], float] = time.monotonic,
+                 **cfg: Any) -> Gateway:
+    """A gateway over ``table`` with fakes for the upstream, the tenant store and the ledger; its rate limiter
+    reads ``clock``."""
     B = len(table.backend_ids)
     state = LoadState(healthy=np.ones(B, bool), inflight=np.zeros(B), slots=np.full(B, 8.0),
                       service_s=np.full(B, 1.0), ttft_s=np.full(B, 0.05), limit=np.full(B, 64.0))
@@ -189,7 +191,7 @@ def fake_gateway(table: RouteTable, upstream: FakeUpstream, tenants: dict[str, T
     parts = GatewayParts(table=table, state=state, targets=targets, upstream=upstream, tenants=FakeTenants(tenants),
                          ledger=ledger or FakeLedger(), residency_rule=tuple("rule" for _ in table.zones),
                          tpot_s=np.zeros(B))
-    return Gateway(parts, GatewayConfig.model_validate({"plan": "-", "log_requests": False, **cfg}))
+    return Gateway(parts, GatewayConfig.model_validate({"plan": "-", "log_requests": False, **cfg}), clock=clock)
 
 
 def run(coro: Any) -> Any:

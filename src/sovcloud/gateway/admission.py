@@ -4,16 +4,19 @@
 header names a tenant (401; 503 when the tenant store is unreachable), the body is within
 ``limits.max_body_bytes`` (413, as soon as it is known), the model is served (404) and allowed for the tenant
 (403), the tenant's data-origin zone and the ``x-sovcloud-client-zone`` header are zones of the scenario (403,
-400), and the tenant is within its RPM/TPM limits (429). An admitted request becomes a :class:`Call`, which
-carries it through routing, reservation and the upstream. It also writes the 503 of a call the router found
-no backend for, and lists the models a tenant may use.
+400), the request can fit the tenant's TPM at all (400 ``request_too_large``, not retryable) and the tenant is
+within its RPM/TPM limits (429 with ``retry-after``: the whole seconds until the request fits). For a tenant with
+limits, refusals and answers carry OpenAI's ``x-ratelimit-*`` headers (limit, remaining and reset, per requests
+and tokens; a reset is a duration such as ``600ms``, ``8.64s`` or ``6m0s``). An admitted request becomes a
+:class:`Call`, which carries it through routing, reservation and the upstream. It also writes the 503 of a call
+the router found no backend for, and lists the models a tenant may use (one, or all).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +29,39 @@ from sovcloud.gateway.api import ParsedRequest
 from sovcloud.gateway.config import LimitsConfig
 from sovcloud.gateway.parts import GatewayParts
 from sovcloud.metering.book import Reservation
-from sovcloud.metering.tenants import RateLimiter, Tenant
+from sovcloud.metering.tenants import RateLimiter, RateState, Tenant
 
-__all__ = ["Admission", "Call"]
+__all__ = ["Admission", "Call", "duration", "rate_headers"]
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+def duration(seconds: float) -> str:
+    """A wait as OpenAI writes it in ``x-ratelimit-reset-*`` (Go's duration format, to the millisecond, rounded
+    up): ``0s``, ``600ms``, ``8.64s``, ``6m0s``, ``1h2m5s``."""
+    ms = math.ceil(seconds * 1000.0 - 1e-6)
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    minutes, ms = divmod(ms, 60_000)
+    hours, minutes = divmod(minutes, 60)
+    secs = f"{ms // 1000}.{ms % 1000:03d}".rstrip("0").rstrip(".") + "s"
+    return f"{hours}h{minutes}m{secs}" if hours else f"{minutes}m{secs}" if minutes else secs
+
+
+def rate_headers(state: RateState) -> Headers:
+    """OpenAI's ``x-ratelimit-*`` headers of a tenant's buckets (only for the limits the tenant has)."""
+    out: list[tuple[bytes, bytes]] = []
+    if state.rpm is not None:
+        out += [(b"x-ratelimit-limit-requests", str(state.rpm).encode()),
+                (b"x-ratelimit-remaining-requests", str(state.requests_left).encode()),
+                (b"x-ratelimit-reset-requests", duration(state.requests_reset_s).encode())]
+    if state.tpm is not None:
+        out += [(b"x-ratelimit-limit-tokens", str(state.tpm).encode()),
+                (b"x-ratelimit-remaining-tokens", str(state.tokens_left).encode()),
+                (b"x-ratelimit-reset-tokens", duration(state.tokens_reset_s).encode())]
+    return tuple(out)
 
 
 @dataclass(slots=True)
@@ -51,6 +84,7 @@ class Call:
     completion: int = 0
     prompt: int = 0
     error: str | None = None
+    rate: Headers = ()  # the x-ratelimit-* headers of the answer (none for a tenant without limits)
 
 
 class Admission:
@@ -109,7 +143,7 @@ class Admission:
     def admit(self, headers: dict[bytes, bytes], tenant: Tenant, req: ParsedRequest, endpoint: str,
               t0: float) -> Call:
         """The call of a valid request: model served (404) and allowed (403), zones known (403, 400), within
-        the tenant's rate limits (429)."""
+        the tenant's TPM at all (400) and within its rate limits (429)."""
         m = self.model.get(req.model)
         if m is None or req.model not in self.served:
             raise ApiError(404, f"The model '{req.model}' does not exist or is not served here; "
@@ -131,13 +165,13 @@ class Admission:
             raise ApiError(400, f"Invalid 'x-sovcloud-client-zone' header: '{cz[:40] if cz else ''}' is not a zone "
                                 "of this gateway's scenario; leave it out to use your data-origin zone.",
                            param="x-sovcloud-client-zone", code="unknown_zone")
-        refused = self.limiter.check(tenant, req.prompt_tokens + req.max_tokens, time.monotonic())
-        if refused is not None:
-            what = "requests per minute" if refused == "rpm" else "tokens per minute (prompt + max_tokens)"
-            raise ApiError(429, f"Rate limit reached for {what} of tenant '{tenant.id}'; retry later or lower "
-                                "max_tokens.", type_="requests", code="rate_limit_exceeded",
-                           headers={"retry-after": "1"})
-        return Call(self.request_id(), tenant, req, endpoint, origin, client, m, t0)
+        state = self.limiter.check(tenant, req.prompt_tokens + req.max_tokens)
+        if state is None:
+            return Call(self.request_id(), tenant, req, endpoint, origin, client, m, t0)
+        rate = rate_headers(state)
+        if state.refused is not None:
+            raise _rate_refusal(tenant, req, state, rate)
+        return Call(self.request_id(), tenant, req, endpoint, origin, client, m, t0, rate=rate)
 
     def no_route(self, call: Call, reason: str) -> ApiError:
         """The 503 for a call the router found no backend for, saying why (``reason``) and where it may go."""
@@ -161,12 +195,36 @@ class Admission:
 
     def models_for(self, tenant: Tenant) -> list[dict[str, Any]]:
         """The models ``tenant`` may use, each with the sites its data may go to (``GET /v1/models``)."""
+        return [self._card(tenant, m) for m in sorted(self.served) if tenant.allows(m)]
+
+    def model_for(self, tenant: Tenant, model: str) -> dict[str, Any]:
+        """OpenAI's model object of ``model`` (``GET /v1/models/{model}``); 404 when it is not served or not
+        allowed for ``tenant`` (as OpenAI answers for a model one has no access to)."""
+        if model not in self.served or not tenant.allows(model):
+            raise ApiError(404, f"The model '{model[:200]}' does not exist or you do not have access to it; "
+                                "GET /v1/models lists the models you can use.", param="model",
+                           code="model_not_found")
+        return self._card(tenant, model)
+
+    def _card(self, tenant: Tenant, model: str) -> dict[str, Any]:
         t, origin = self.parts.table, self.zone.get(tenant.origin_zone)
-        data = []
-        for m in sorted(self.served):
-            if tenant.allows(m):
-                regions = [] if origin is None else sorted(
-                    {t.backend_site[b] for b in np.flatnonzero(t.compliant(origin, self.model[m]))})
-                data.append({"id": m, "object": "model", "created": 0, "owned_by": "sovcloud",
-                             "sovcloud_regions": regions})
-        return data
+        regions = [] if origin is None else sorted(
+            {t.backend_site[b] for b in np.flatnonzero(t.compliant(origin, self.model[model]))})
+        return {"id": model, "object": "model", "created": 0, "owned_by": "sovcloud", "sovcloud_regions": regions}
+
+
+def _rate_refusal(tenant: Tenant, req: ParsedRequest, state: RateState, rate: Headers) -> ApiError:
+    """The 400 of a request larger than the tenant's whole TPM, or the 429 (with the real wait) of one that
+    must wait for its buckets; both with the ``x-ratelimit-*`` headers."""
+    headers = {k.decode(): v.decode() for k, v in rate}
+    size = req.prompt_tokens + req.max_tokens
+    if state.refused == "size":
+        return ApiError(400, f"This request needs {size:,} tokens (about {req.prompt_tokens:,} prompt + "
+                            f"{req.max_tokens:,} max_tokens), more than the limit of {state.tpm:,} tokens per minute "
+                            f"of tenant '{tenant.id}', so it can never be admitted; lower max_tokens or shorten the "
+                            "prompt.", param="max_tokens", code="request_too_large", headers=headers)
+    what = "requests per minute" if state.refused == "rpm" else \
+        f"tokens per minute (this request counts {size:,}: prompt + max_tokens; lower max_tokens to fit sooner)"
+    return ApiError(429, f"Rate limit reached for {what} of tenant '{tenant.id}'; it fits in "
+                         f"{state.retry_after_s} s (retry-after).", type_="requests",
+                    code="rate_limit_exceeded", headers={"retry-after": str(state.retry_after_s), **headers})

@@ -8,6 +8,9 @@ goes upstream: unknown fields pass through untouched (vLLM and SGLang accept man
 change is that a missing ``max_tokens`` is set to the default, so the reservation is a bound the upstream
 knows.
 
+One choice per request is served: ``n`` above 1 is refused (400, ``param: n``) rather than answered with fewer
+choices than asked or with choices the reservation did not cover.
+
 Prompt tokens are *estimated* for the admission reservation (no tokenizer is available offline), on the
 high side, and the charge is settled on the upstream's ``usage``:
 
@@ -54,7 +57,7 @@ class ParsedRequest:
     body: dict[str, Any]
     model: str
     prompt_tokens: int
-    max_tokens: int  # completion tokens reserved (max_tokens x n; 0 for embeddings)
+    max_tokens: int  # completion tokens reserved (max_tokens, x best_of x prompts for completions; 0 for embeddings)
     stream: bool
     include_usage: bool
 
@@ -151,7 +154,7 @@ class RequestValidator:
         given = req.max_tokens if req.max_tokens is not None else req.max_completion_tokens
         max_t = self._max_tokens(body, given)
         include = req.stream_options is not None and bool(req.stream_options.get("include_usage"))
-        return ParsedRequest(body, req.model, _chat_tokens(body), max_t * (req.n or 1), bool(req.stream), include)
+        return ParsedRequest(body, req.model, _chat_tokens(body), max_t, bool(req.stream), include)
 
     def completion(self, body: dict[str, Any]) -> ParsedRequest:
         """Check a legacy text completion request (``prompt``) and estimate its prompt tokens."""
@@ -163,8 +166,8 @@ class RequestValidator:
         prompts = len(prompt) if isinstance(prompt, list) and not isinstance(prompt[0], int) else 1
         max_t = self._max_tokens(body, req.max_tokens)
         include = req.stream_options is not None and bool(req.stream_options.get("include_usage"))
-        return ParsedRequest(body, req.model, _prompt_tokens(prompt), max_t * max(req.n or 1, req.best_of or 1)
-                             * prompts, bool(req.stream), include)
+        return ParsedRequest(body, req.model, _prompt_tokens(prompt), max_t * (req.best_of or 1) * prompts,
+                             bool(req.stream), include)
 
     def embedding(self, body: dict[str, Any]) -> ParsedRequest:
         """Check an embeddings request; nothing is generated, so only the input is reserved."""

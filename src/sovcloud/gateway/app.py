@@ -4,9 +4,8 @@
 :class:`~sovcloud.gateway.handler.Gateway` (plan -> backends -> route table; ledger; tenant store; upstream
 client) plus start/stop hooks; :func:`create_app` makes the Starlette app whose lifespan runs them:
 start the ledger's writer, **recover** reservations a crashed run of this instance left pending (before
-any new request), probe every upstream once (through
-:class:`~sovcloud.gateway.upstreamhttp.HttpUpstream`, or aiohttp with ``upstreams.client: aiohttp``), then
-keep health checks and the tenant cache fresh in the background. :func:`serve` runs it under uvicorn with
+any new request), probe every upstream once (through :class:`~sovcloud.gateway.upstream.AiohttpUpstream`),
+then keep health checks and the tenant cache fresh in the background. :func:`serve` runs it under uvicorn with
 uvloop, and freezes the start-up objects out of the garbage collector's reach (``gc.freeze``) so collections
 stay short on the hot path. The generating endpoints check their bodies with one
 :class:`~sovcloud.gateway.api.RequestValidator`, whose request models also write ``/openapi.json``.
@@ -39,7 +38,6 @@ from sovcloud.gateway.metrics import CONTENT_TYPE, configure_json_logging
 from sovcloud.gateway.parts import GatewayParts
 from sovcloud.gateway.schema import openapi_schema
 from sovcloud.gateway.upstream import AiohttpUpstream, UpstreamClient
-from sovcloud.gateway.upstreamhttp import HttpUpstream
 from sovcloud.metering.lease import LeasedLedger, LeaseOptions, default_journal_dir
 from sovcloud.metering.ledger import Ledger, default_ledger_url
 from sovcloud.metering.tenants import TenantStore
@@ -74,8 +72,7 @@ def build_gateway(cfg: GatewayConfig, instance_id: str) -> tuple[Gateway, list[H
         if isinstance(ledger, LeasedLedger):
             ledger.journal.close()
         raise
-    upstream: UpstreamClient = (HttpUpstream(cfg.timeouts) if cfg.upstreams.client == "httptools"
-                                else AiohttpUpstream(cfg.timeouts))
+    upstream: UpstreamClient = AiohttpUpstream(cfg.timeouts)
     parts = GatewayParts(table=table, state=LoadState.initial(backends, cfg.routing.queue_factor), targets=targets,
                          upstream=upstream, tenants=tenants, ledger=ledger,
                          residency_rule=tuple(str(r) for r in world.ds.residency_rule.values),
@@ -185,6 +182,7 @@ def create_app(gw: Gateway, on_start: Sequence[Hook] = (), on_stop: Sequence[Hoo
 
     routes = [
         Route("/v1/models", gw.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", gw.model, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/health", health, methods=["GET"]),

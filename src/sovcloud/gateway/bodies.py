@@ -52,6 +52,7 @@ __all__ = [
     "Message",
     "ModelCard",
     "ModelList",
+    "OneChoice",
     "OtherPart",
     "Prompt",
     "RequestModels",
@@ -77,7 +78,9 @@ def _integral(value: Any) -> Any:
 
 
 Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1), BeforeValidator(_integral)]
-Choices = Annotated[int, Field(ge=1, le=16), BeforeValidator(_integral)]  # n, best_of
+Choices = Annotated[int, Field(ge=1, le=16), BeforeValidator(_integral)]  # best_of
+# n: only one choice per request is served (an upstream's n > 1 answer is not metered per choice)
+OneChoice = Annotated[int, Field(ge=1, le=1, description="only 1 is served"), BeforeValidator(_integral)]
 Logprobs = Annotated[int, Field(ge=0, le=5), BeforeValidator(_integral)]
 Dimensions = Annotated[int, Field(ge=1, le=65536), BeforeValidator(_integral)]
 MaxTokens = Annotated[int, Field(ge=1), BeforeValidator(_integral)]  # at most the gateway's cap: see capped()
@@ -199,7 +202,7 @@ class _Generating(_Body):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: Seed | None = None
-    n: Choices | None = None
+    n: OneChoice | None = None
 
 
 class ChatCompletionRequest(_Generating):
@@ -278,9 +281,13 @@ class Embedding(TypedDict):
 
 
 class ModelCard(TypedDict):
+    """OpenAI's model object (``GET /v1/models/{model}``, and each entry of the list)."""
+
     id: str
     object: str
+    created: NotRequired[int]
     owned_by: NotRequired[str]
+    sovcloud_regions: NotRequired[list[str]]  # the sites the tenant's data may go to for this model
 
 
 class ModelList(TypedDict):

@@ -79,15 +79,22 @@ class UpstreamConfig(_Cfg):
 
 class UpstreamsConfig(_Cfg):
     default_url: str | None = Field(None, description="template with {backend}, {site}, {model}, {chip}")
-    client: Literal["httptools", "aiohttp"] = Field(
-        "httptools", description="HTTP client to the upstreams: httptools (lean keep-alive client, the default: "
-        "less CPU per request) or aiohttp (general-purpose)")
+    client: Literal["aiohttp"] = Field("aiohttp", description="HTTP client to the upstreams: aiohttp, the only "
+                                       "one (the setting is accepted for configs that name it)")
     backends: dict[str, UpstreamConfig] = Field(default_factory=dict)
 
     @field_validator("default_url")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         return None if v is None else _http_url(v)
+
+    @field_validator("client", mode="before")
+    @classmethod
+    def _only_aiohttp(cls, v: object) -> object:
+        if v != "aiohttp":
+            gone = " (the httptools client was removed)" if v == "httptools" else ""
+            raise ValueError(f"aiohttp is the only upstream client{gone}")
+        return v
 
 
 class LimitsConfig(_Cfg):
@@ -111,7 +118,10 @@ class HealthConfig(_Cfg):
 
 class BreakerConfig(_Cfg):
     failures: int = Field(3, ge=1, description="consecutive upstream failures that open the breaker")
-    cooldown_s: float = Field(5.0, gt=0, description="open time before one trial request (half-open)")
+    cooldown_s: float = Field(5.0, gt=0, description="open time before the breaker is half-open and lets "
+                              "half_open_trials trial requests through")
+    half_open_trials: int = Field(1, ge=1, description="concurrent trial requests a half-open breaker admits; "
+                                  "the others see the backend as unavailable")
 
 
 class TimeoutsConfig(_Cfg):
@@ -165,6 +175,7 @@ _HINTS = {
     "plan": "give the plan.json written by `sovcloud plan`",
     "url": "give an OpenAI-compatible base URL such as http://127.0.0.1:8000/v1",
     "extra_forbidden": "remove it or check its spelling (see docs/gateway-server.md)",
+    "client": "remove upstreams.client or set it to aiohttp",
 }
 
 

@@ -6,7 +6,8 @@ One request (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embedding
    :class:`~sovcloud.metering.tenants.TenantStore`);
 2. **body** at most ``limits.max_body_bytes`` (413), JSON object (400), fields checked (400,
    :mod:`sovcloud.gateway.api`), model known (404) and allowed for the tenant (403);
-3. **rate limits** RPM/TPM (429 ``rate_limit_exceeded``, with ``retry-after``); steps 1-3 are
+3. **rate limits** RPM/TPM (429 ``rate_limit_exceeded``, with ``retry-after`` the real wait; 400
+   ``request_too_large`` for a request larger than the whole TPM); steps 1-3 are
    :class:`~sovcloud.gateway.admission.Admission`;
 4. **routing** :func:`sovcloud.routing.router.route` over the tenant's origin zone (residency), the client
    zone (header ``x-sovcloud-client-zone``, else the origin) and the live load; none left -> 503 with
@@ -22,8 +23,10 @@ One request (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embedding
 Every refusal is an :class:`~sovcloud.errors.ApiError`, turned into its HTTP answer in one place
 (``Gateway._refuse``: release, refund, metrics, OpenAI error body). Every routed response carries
 ``x-sovcloud-region`` (site), ``x-sovcloud-backend``, ``x-sovcloud-policy`` (origin zone, residency rule,
-decision) and ``x-sovcloud-request-id``. The app is built by :func:`sovcloud.gateway.app.create_app`; this
-module holds the request logic.
+decision) and ``x-sovcloud-request-id``, and for a tenant with limits OpenAI's ``x-ratelimit-*`` headers; a
+streamed one also ``cache-control: no-cache`` and ``x-accel-buffering: no`` (no proxy holds events back). The
+rate limiter reads the clock the gateway is given (``time.monotonic``; tests move one by hand). The app is built
+by :func:`sovcloud.gateway.app.create_app`; this module holds the request logic.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ __all__ = ["Gateway", "Validator"]
 
 JSON = b"application/json"
 _WANTED = frozenset({b"authorization", b"content-length", b"x-sovcloud-client-zone"})
+_SSE = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 Validator = Callable[[dict[str, Any]], ParsedRequest]
 
 
@@ -68,12 +72,13 @@ def _ascii(s: str) -> bytes:
 class Gateway:
     """The request logic over :class:`GatewayParts` (no global state: several may live in one process)."""
 
-    def __init__(self, parts: GatewayParts, cfg: GatewayConfig, log: logging.Logger | None = None) -> None:
+    def __init__(self, parts: GatewayParts, cfg: GatewayConfig, log: logging.Logger | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.parts, self.cfg = parts, cfg
         t = parts.table
         self.metrics = GatewayMetrics(t.backend_ids, parts.state)
-        self.health = BackendHealth(parts.state.healthy, cfg.health, cfg.breaker)
-        self.limiter = RateLimiter()
+        self.health = BackendHealth(parts.state.healthy, cfg.health, cfg.breaker, clock)
+        self.limiter = RateLimiter(clock)
         self.admission = Admission(parts, cfg.limits, self.limiter)
         self.log = log or logging.getLogger("sovcloud.gateway")
         self.access = AccessLog()
@@ -93,6 +98,17 @@ class Gateway:
         data = self.admission.models_for(tenant)
         self.metrics.request("models", 200, time.perf_counter() - t0, False)
         return _raw(200, [(b"content-type", JSON)], orjson.dumps({"object": "list", "data": data}))
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{model}``: OpenAI's model object, if the tenant may use the model (else 404)."""
+        t0 = time.perf_counter()
+        try:
+            tenant = self.admission.authenticate(request.headers.get("authorization"))
+            card = self.admission.model_for(tenant, request.path_params["model"])
+        except ApiError as exc:
+            return await self._refuse(exc, None, "models", t0)
+        self.metrics.request("models", 200, time.perf_counter() - t0, False)
+        return _raw(200, [(b"content-type", JSON)], orjson.dumps(card))
 
     async def generate(self, scope: Scope, receive: Receive, endpoint: str, path: str, validate: Validator) -> Response:
         """Answer one generating request (chat, completions, embeddings) straight from its ASGI scope."""
@@ -206,11 +222,24 @@ class Gateway:
         st, table = self.parts.state, self.parts.table
         exclude: NDArray[np.bool_] | None = None
         while True:
+            if not self.health.admit(b):  # half-open and its trial slots taken: another compliant backend
+                exclude = self._exclude_zero.copy() if exclude is None else exclude
+                exclude[b] = True
+                d = route(table, st, call.origin, call.client, call.model, exclude=exclude)
+                if d.backend < 0:
+                    raise self.admission.no_route(call, d.reason)
+                b = d.backend
+                continue
             call.attempts += 1
             call.backend = b
             st.inflight[b] += 1
             sent = time.perf_counter()
-            resp, failed = await self._attempt(call, b, path)
+            try:
+                resp, failed = await self._attempt(call, b, path)
+            except asyncio.CancelledError:
+                self.health.abandon(b)  # the client left before the backend gave a verdict
+                st.inflight[b] -= 1
+                raise
             if resp is not None:
                 if resp.status >= 400:
                     st.inflight[b] -= 1
@@ -238,7 +267,7 @@ class Gateway:
         return [(b"content-type", content_type), (b"x-sovcloud-request-id", call.rid.encode()),
                 *self._backend_headers[call.backend],
                 (b"x-sovcloud-policy", _ascii(self.admission.policy[call.origin] + "ok")),
-                (b"x-sovcloud-attempts", str(call.attempts).encode())]
+                (b"x-sovcloud-attempts", str(call.attempts).encode()), *call.rate]
 
     def _observe_ttft(self, b: int, seconds: float) -> None:
         a = self.cfg.routing.ttft_ewma
@@ -339,7 +368,8 @@ class Gateway:
                     self.log.error("settle failed", extra={"fields": {"request_id": call.rid, "error": str(exc)}})
             self._done(call, True)
 
-        return StreamResponse(self._headers(call, b"text/event-stream"), resp, relay, first, n, progress, finish)
+        return StreamResponse([*self._headers(call, b"text/event-stream"), *_SSE], resp, relay, first, n, progress,
+                              finish)
 
     def _done(self, call: Call, metered: bool) -> None:
         seconds = time.perf_counter() - call.t0

@@ -28,6 +28,7 @@ _WHOLE = frozenset({"stop", "prompt", "input", "image_url", "input_audio"})  # n
 _PROMPT = "expected a string, a non-empty list of strings, a token array or a list of token arrays."
 _HINTS = {  # per field, list indices written as []
     "model": "a model name (string) is required; list them with GET /v1/models.",
+    "n": "only n=1 is served (one choice per request); send the request again for more choices.",
     "stream_options": "expected an object such as {\"include_usage\": true}.",
     "stream_options.include_usage": "expected true or false.",
     "stop": "expected a string or a list of up to 4 strings.",

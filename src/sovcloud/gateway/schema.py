@@ -3,8 +3,9 @@
 ``components/schemas`` holds the JSON schemas of :mod:`sovcloud.gateway.bodies`: the request models (the
 ones that validate every request, with this gateway's ``max_tokens`` cap) and the response shapes, each
 referenced from the paths. Fields not declared pass through to the upstream. Every refusal answers with
-the OpenAI error object (``Error``), every routed answer carries the ``x-sovcloud-*`` audit headers, and the
-client's zone may be given in the ``x-sovcloud-client-zone`` header.
+the OpenAI error object (``Error``), every routed answer carries the ``x-sovcloud-*`` audit headers (and, for a
+tenant with limits, the ``x-ratelimit-*`` ones), and the client's zone may be given in the
+``x-sovcloud-client-zone`` header.
 
 pydantic writes JSON Schema 2020-12; :class:`OpenApi30` writes the OpenAPI 3.0 dialect of it instead:
 ``nullable: true`` for a null branch, ``enum`` for a constant, and no titles on fields.
@@ -18,7 +19,7 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-from sovcloud.gateway.bodies import ChatCompletion, Embedding, Error, ModelList, RequestModels
+from sovcloud.gateway.bodies import ChatCompletion, Embedding, Error, ModelCard, ModelList, RequestModels
 
 __all__ = ["OpenApi30", "components", "openapi_schema"]
 
@@ -50,7 +51,7 @@ def components(models: RequestModels) -> dict[str, Any]:
     schemas = [(m.__name__, m.model_json_schema(ref_template=REF, schema_generator=OpenApi30))
                for m in (models.chat, models.completion, models.embedding)]
     schemas += [(t.__name__, TypeAdapter(t).json_schema(ref_template=REF, schema_generator=OpenApi30))
-                for t in (Error, ChatCompletion, Embedding, ModelList)]
+                for t in (Error, ChatCompletion, Embedding, ModelCard, ModelList)]
     for name, schema in schemas:
         out.update(schema.pop("$defs", {}))
         out[name] = schema
@@ -58,13 +59,15 @@ def components(models: RequestModels) -> dict[str, Any]:
 
 
 _REFUSALS = {
-    "400": "malformed JSON, invalid UTF-8, a wrong type or value (param names it)",
+    "400": "malformed JSON, invalid UTF-8, a wrong type or value (param names it), n > 1 (param n), or a request "
+           "larger than the tenant's whole TPM (code request_too_large; not retryable)",
     "401": "missing or wrong API key (code invalid_api_key)",
     "402": "grants and credits cannot cover prompt + max_tokens (code insufficient_quota)",
     "403": "model not allowed for the tenant (code model_not_allowed)",
-    "404": "unknown model (code model_not_found)",
+    "404": "unknown model, or one the tenant may not use on GET /v1/models/{model} (code model_not_found)",
     "413": "body larger than limits.max_body_bytes (code body_too_large)",
-    "429": "tenant RPM/TPM limit (code rate_limit_exceeded)",
+    "429": "tenant RPM/TPM limit (code rate_limit_exceeded), with retry-after: the whole seconds until the request "
+           "fits, and the x-ratelimit-* headers",
     "500": "gateway bug (code internal_error); nothing charged",
     "502": "every attempt failed upstream (code upstream_error)",
     "503": "no compliant backend: code residency | unhealthy | saturated | no_backend; or ledger_unavailable",
@@ -79,6 +82,11 @@ def _generate(request: str, answer: str, streams: bool, zones: list[str]) -> dic
     audit = {h: {"required": True, "schema": {"type": "string"}, "description": d} for h, d in (
         ("x-sovcloud-region", "site that served the request"), ("x-sovcloud-backend", "backend id site/model/chip"),
         ("x-sovcloud-policy", "origin zone, residency rule and decision"), ("x-sovcloud-request-id", "request id"))}
+    audit.update({f"x-ratelimit-{h}": {"required": False, "schema": {"type": "string"}, "description": d} for h, d in (
+        ("limit-requests", "the tenant's RPM"), ("limit-tokens", "the tenant's TPM"),
+        ("remaining-requests", "whole requests left in the bucket"), ("remaining-tokens", "tokens left in the bucket"),
+        ("reset-requests", "until the RPM bucket is full, e.g. 600ms, 6m0s"),
+        ("reset-tokens", "until the TPM bucket is full"))})
     content: dict[str, Any] = {"application/json": {"schema": {"$ref": REF.format(model=answer)}}}
     if streams:
         content["text/event-stream"] = {"schema": {  # OpenAPI < 3.2: the schema of each event
@@ -112,6 +120,15 @@ def openapi_schema(zones: list[str], models: RequestModels) -> dict[str, Any]:
                 "200": {"description": "models the tenant may use",
                         "content": {"application/json": {"schema": {"$ref": REF.format(model="ModelList")}}}},
                 "401": _error(_REFUSALS["401"])}}},
+            "/v1/models/{model}": {"get": {
+                "security": [{"bearer": []}],
+                "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"},
+                                "description": "a model id from GET /v1/models (may contain '/')"}],
+                "responses": {
+                    "200": {"description": "the model object",
+                            "content": {"application/json": {"schema": {"$ref": REF.format(model="ModelCard")}}}},
+                    "401": _error(_REFUSALS["401"]),
+                    "404": _error("model unknown, not served, or not allowed for the tenant (code model_not_found)")}}},
             "/health": {"get": {"responses": {"200": {"description": "alive", "content": {
                 "application/json": {"schema": {"type": "object"}}}}}}},
             "/metrics": {"get": {"responses": {"200": {"description": "Prometheus metrics", "content": {

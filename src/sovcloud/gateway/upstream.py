@@ -7,8 +7,9 @@
 * :class:`BackendHealth` owns ``LoadState.healthy`` (the router's view) and combines two signals per
   backend: the active health check (``GET {url}/models`` every ``interval_s``; ``failures_to_down``
   failures in a row mark it down, one success up) and a circuit breaker on real traffic (``failures``
-  consecutive upstream failures open it for ``cooldown_s``; then it is half-open: traffic may try it
-  again, one failure reopens it, one success closes it).
+  consecutive upstream failures open it for ``cooldown_s``; then it is half-open: ``half_open_trials``
+  concurrent trial requests may try it, the others see it unavailable; a trial's failure reopens it, its
+  success closes it).
 """
 
 from __future__ import annotations
@@ -130,8 +131,16 @@ class AiohttpUpstream:
 class BackendHealth:
     """Health checks plus circuit breakers, written into the router's ``healthy`` array.
 
-    ``clock`` gives the time in seconds that cooldowns and probe intervals are measured on (monotonic; tests
-    pass a clock they advance)."""
+    A backend is healthy (the router may pick it) when its health check passes and its breaker is closed, or
+    half-open with a trial slot free. :meth:`admit` is asked before a request goes to the backend it was
+    routed to: closed says yes; open says no; half-open says yes to at most ``half_open_trials`` trials at a
+    time and no to the others (the router then tries the next compliant backend, as for an open breaker).
+    A trial's :meth:`success` closes the breaker, its :meth:`failure` reopens it; :meth:`abandon` frees the slot
+    of a trial that ended without a verdict (the client went away). A slot whose trial reported nothing for
+    ``cooldown_s`` is free again, so a lost trial cannot keep a backend out for good.
+
+    ``clock`` gives the time in seconds that cooldowns, trials and probe intervals are measured on (monotonic;
+    tests pass a clock they advance)."""
 
     def __init__(self, healthy: NDArray[np.bool_], health: HealthConfig, breaker: BreakerConfig,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -142,20 +151,45 @@ class BackendHealth:
         self._probe_fails = [0] * n
         self.failures = [0] * n  # consecutive failures on real traffic
         self.open_until = [0.0] * n  # breaker open until this time of the clock (0: closed)
+        self.trials: list[list[float]] = [[] for _ in range(n)]  # per backend: start times of half-open trials
         self._task: asyncio.Task[None] | None = None
 
+    def _half_open(self, b: int, now: float) -> bool:
+        return now >= self.open_until[b] and self.failures[b] >= self._breaker.failures
+
+    def _trials_full(self, b: int, now: float) -> bool:
+        """Whether every trial slot of half-open ``b`` is taken (slots held longer than the cooldown are freed)."""
+        live = [t for t in self.trials[b] if now - t < self._breaker.cooldown_s]
+        self.trials[b] = live
+        return len(live) >= self._breaker.half_open_trials
+
     def _apply(self, b: int, now: float) -> None:
-        self.healthy[b] = self.probe_up[b] and now >= self.open_until[b]
+        self.healthy[b] = (self.probe_up[b] and now >= self.open_until[b]
+                           and not (self._half_open(b, now) and self._trials_full(b, now)))
 
     def breaker_state(self, b: int, now: float) -> str:
         if now < self.open_until[b]:
             return "open"
         return "half_open" if self.failures[b] >= self._breaker.failures else "closed"
 
+    def admit(self, b: int) -> bool:
+        """Whether a request routed to ``b`` may go there now (half-open: it takes a trial slot if one is free)."""
+        now = self._clock()
+        if now < self.open_until[b]:
+            return False
+        if not self._half_open(b, now):
+            return True
+        admitted = not self._trials_full(b, now)
+        if admitted:
+            self.trials[b].append(now)
+        self._apply(b, now)
+        return admitted
+
     def success(self, b: int) -> None:
         if self.failures[b]:
             self.failures[b] = 0
             self.open_until[b] = 0.0
+            self.trials[b].clear()
             self._apply(b, self._clock())
 
     def failure(self, b: int) -> None:
@@ -163,7 +197,14 @@ class BackendHealth:
         if self.failures[b] >= self._breaker.failures:
             now = self._clock()
             self.open_until[b] = now + self._breaker.cooldown_s
+            self.trials[b].clear()
             self._apply(b, now)
+
+    def abandon(self, b: int) -> None:
+        """A trial on ``b`` ended without a verdict: its slot is free for the next request."""
+        if self.trials[b]:
+            self.trials[b].pop(0)
+            self._apply(b, self._clock())
 
     def probed(self, b: int, ok: bool) -> None:
         self._probe_fails[b] = 0 if ok else self._probe_fails[b] + 1

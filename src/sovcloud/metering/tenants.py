@@ -27,9 +27,9 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -37,9 +37,11 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sovcloud.errors import ConfigError, LedgerError, UnknownEntity
 from sovcloud.metering.db import LedgerDB, make_engine, redact_url
 
-__all__ = ["KEY_PREFIX", "ModelPrice", "RateLimiter", "Tenant", "TenantStore", "hash_key", "tenant_metadata"]
+__all__ = ["KEY_PREFIX", "ModelPrice", "RateLimiter", "RateState", "Tenant", "TenantStore", "hash_key",
+           "tenant_metadata"]
 
 KEY_PREFIX = "sk-sov-"
+_SLACK_S = 1e-6  # a bucket this close to fitting fits: float rounding never turns an exact wait into one more second
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 tenant_metadata = sa.MetaData()
@@ -266,42 +268,78 @@ class TenantStore:
             raise self._fail(exc) from exc
 
 
+class RateState(NamedTuple):
+    """A tenant's buckets as one request found them: the verdict, the real wait and what is left.
+
+    ``refused`` is None (admitted and counted), ``"rpm"`` or ``"tpm"`` (wait ``retry_after_s`` whole seconds,
+    rounded up, until the request fits) or ``"size"`` (the request exceeds a whole minute's TPM and can never
+    fit). ``*_left`` are whole requests / tokens in the buckets after the check; ``*_reset_s`` the seconds until
+    each bucket is full again. The token fields are 0 when the tenant has no TPM limit (``tpm`` None), the request
+    fields likewise for RPM."""
+
+    refused: str | None
+    retry_after_s: int
+    rpm: int | None
+    tpm: int | None
+    requests_left: int
+    tokens_left: int
+    requests_reset_s: float
+    tokens_reset_s: float
+
+
 class RateLimiter:
-    """Per-tenant RPM and TPM token buckets, in memory, per gateway instance.
+    """Per-tenant RPM and TPM token buckets, in memory, per gateway instance, on an injectable clock.
 
     A bucket holds up to one minute's allowance and refills continuously (``limit / 60`` per second), so
     a tenant may burst its whole minute at once and then proceeds at the limit's rate. A request counts
     1 against RPM and ``tokens`` (the gateway passes prompt + max_tokens) against TPM; it is admitted only
     when both buckets have room, and then takes from both. :meth:`refund` returns tokens not used.
+
+    Each bucket is kept as the time ``e`` at which it was (or would have been) empty: its level at time ``t`` is
+    ``min(limit, (t - e) * limit / 60)``. Taking ``c`` moves ``e`` forward by ``c * 60 / limit`` (from
+    ``t - 60`` at the latest, a full bucket); a request of ``c`` fits once ``t >= e + c * 60 / limit`` (to within
+    a microsecond), so the wait it is told is exactly the one its next check applies, and a refusal changes
+    nothing. The clock (``time.monotonic`` by default) is read once per check.
     """
 
-    def __init__(self) -> None:
-        self._buckets: dict[str, list[float]] = {}  # tenant -> [requests, tokens, last time]
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, list[float]] = {}  # tenant -> [requests empty at, tokens empty at]
 
-    def check(self, tenant: Tenant, tokens: int, now: float) -> str | None:
-        """None when allowed (and counted), else the limit that refuses it: ``"rpm"`` or ``"tpm"``."""
-        if tenant.rpm is None and tenant.tpm is None:
+    def check(self, tenant: Tenant, tokens: int) -> RateState | None:
+        """None for a tenant without limits; else the :class:`RateState` (admitted requests are counted)."""
+        rpm, tpm = tenant.rpm, tenant.tpm
+        if rpm is None and tpm is None:
             return None
+        now = self._clock()
         b = self._buckets.get(tenant.id)
         if b is None:
-            b = self._buckets[tenant.id] = [float(tenant.rpm or 0), float(tenant.tpm or 0), now]
-        elapsed = max(0.0, now - b[2])
-        b[2] = max(b[2], now)
-        if tenant.rpm is not None:
-            b[0] = min(float(tenant.rpm), b[0] + elapsed * tenant.rpm / 60.0)
-            if b[0] < 1.0:
-                return "rpm"
-        if tenant.tpm is not None:
-            b[1] = min(float(tenant.tpm), b[1] + elapsed * tenant.tpm / 60.0)
-            if b[1] < tokens:
-                return "tpm"
-            b[1] -= tokens
-        if tenant.rpm is not None:
-            b[0] -= 1.0
-        return None
+            b = self._buckets[tenant.id] = [now - 60.0, now - 60.0]
+        req_at = max(b[0], now - 60.0) + 60.0 / rpm if rpm is not None else now
+        tok_at = max(b[1], now - 60.0) + tokens * 60.0 / tpm if tpm is not None else now
+        late = now + _SLACK_S
+        refused: str | None = None
+        if tpm is not None and tokens > tpm:
+            refused = "size"
+        elif req_at > late:
+            refused = "rpm"
+        elif tok_at > late:
+            refused = "tpm"
+        else:
+            if rpm is not None:
+                b[0] = req_at
+            if tpm is not None:
+                b[1] = tok_at
+        wait = math.ceil(max(req_at, tok_at) - late) if refused in ("rpm", "tpm") else 0
+        req_full = max(0.0, b[0] + 60.0 - now) if rpm is not None else 0.0
+        tok_full = max(0.0, b[1] + 60.0 - now) if tpm is not None else 0.0
+        return RateState(refused, wait, rpm, tpm,
+                         math.floor(rpm - req_full * rpm / 60.0 + 1e-9) if rpm is not None else 0,
+                         math.floor(tpm - tok_full * tpm / 60.0 + 1e-9) if tpm is not None else 0,
+                         req_full, tok_full)
 
     def refund(self, tenant: Tenant, tokens: int) -> None:
         """Give back ``tokens`` counted by :meth:`check` but not used (e.g. max_tokens not generated)."""
         b = self._buckets.get(tenant.id)
         if b is not None and tenant.tpm is not None and tokens > 0:
-            b[1] = min(float(tenant.tpm), b[1] + tokens)
+            b[1] -= tokens * 60.0 / tenant.tpm  # the bucket's cap applies at the next check
