@@ -106,3 +106,29 @@ def test_a_request_larger_than_the_tpm_is_not_retried(gateway: tuple[str, str, s
             tight.chat.completions.create(model="qwen3-8b", messages=[{"role": "user", "content": "x"}],
                                           max_tokens=200)
     assert info.value.code == "request_too_large"
+
+
+def test_responses_plain_and_streamed(client: openai.OpenAI) -> None:
+    raw = client.responses.with_raw_response.create(model="qwen3-8b", instructions="Be brief.", input="Bonjour",
+                                                    max_output_tokens=4)
+    out = raw.parse()
+    assert out.output_text and out.usage is not None and out.usage.output_tokens == 4
+    assert out.usage.total_tokens == out.usage.input_tokens + 4 and out.id.startswith("resp_")
+    # the emulator always generates max_tokens: cut there, as OpenAI says it
+    assert out.status == "incomplete" and out.incomplete_details is not None
+    assert out.incomplete_details.reason == "max_output_tokens"
+    assert raw.headers["x-sovcloud-policy"] == "origin=z-fr; rule=eu; decision=ok"
+    with client.responses.create(model="qwen3-8b", max_output_tokens=5, stream=True, input=[
+            {"role": "user", "content": [{"type": "input_text", "text": "Salut"}]}]) as stream:
+        events = list(stream)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    final = events[-1]
+    assert final.type == "response.incomplete" and final.response.output_text == text and text
+    assert final.response.usage is not None and final.response.usage.output_tokens == 5
+    with client.responses.stream(model="qwen3-8b", input="Salut", max_output_tokens=3) as helper:  # the accumulator
+        deltas = [e for e in helper if e.type == "response.output_text.delta"]
+    assert len(deltas) == 3 and deltas[-1].snapshot == "".join(e.delta for e in deltas)
+    with pytest.raises(openai.BadRequestError, match="previous_response_id") as info:
+        client.responses.create(model="qwen3-8b", input="x", previous_response_id="resp_1")
+    assert info.value.code == "unsupported_parameter"

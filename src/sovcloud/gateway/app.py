@@ -36,6 +36,7 @@ from sovcloud.gateway.config import GatewayConfig, load_gateway_config, plan_bac
 from sovcloud.gateway.handler import Gateway, Validator
 from sovcloud.gateway.metrics import CONTENT_TYPE, configure_json_logging
 from sovcloud.gateway.parts import GatewayParts
+from sovcloud.gateway.responses import ResponsesRequests
 from sovcloud.gateway.schema import openapi_schema
 from sovcloud.gateway.upstream import AiohttpUpstream, UpstreamClient
 from sovcloud.metering.lease import LeasedLedger, LeaseOptions, default_journal_dir
@@ -107,9 +108,9 @@ def build_gateway(cfg: GatewayConfig, instance_id: str) -> tuple[Gateway, list[H
 
 
 class GatewayApp:
-    """The ASGI app: the three generating endpoints are dispatched straight from the scope (no router, no
-    middleware on the hot path); everything else (models, metrics, health, schema, errors, lifespan) goes
-    to a Starlette app."""
+    """The ASGI app: the generating endpoints (chat completions, completions, embeddings, and
+    ``/v1/responses`` over the chat one) are dispatched straight from the scope (no router, no middleware on
+    the hot path); everything else (models, metrics, health, schema, errors, lifespan) goes to a Starlette app."""
 
     def __init__(self, gw: Gateway, rest: Starlette, requests: RequestValidator) -> None:
         self.gateway, self.rest = gw, rest
@@ -118,15 +119,20 @@ class GatewayApp:
             "/v1/completions": ("completions", "/completions", requests.completion),
             "/v1/embeddings": ("embeddings", "/embeddings", requests.embedding),
         }
+        self._responses = ResponsesRequests(requests)  # /v1/responses: the chat path, translated
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hot = self._hot.get(scope["path"]) if scope["type"] == "http" else None
-        if hot is None:
+        responses = hot is None and scope["type"] == "http" and scope["path"] == "/v1/responses"
+        if hot is None and not responses:
             await self.rest(scope, receive, send)
         elif scope["method"] != "POST":
             body = error_body("Method not allowed on this path; use POST (see /openapi.json).",
                               "invalid_request_error", None, "method_not_allowed")
             await Response(body, 405, headers={"Allow": "POST"}, media_type="application/json")(scope, receive, send)
+        elif hot is None:
+            response = await self.gateway.responses(scope, receive, self._responses)
+            await response(scope, receive, send)
         else:
             response = await self.gateway.generate(scope, receive, *hot)
             await response(scope, receive, send)

@@ -1,9 +1,10 @@
 """The JSON bodies of the API as pydantic types: one contract for the checks and the OpenAPI document.
 
 The request models (:class:`ChatCompletionRequest` with multimodal content parts, :class:`CompletionRequest`,
-:class:`EmbeddingRequest`) validate every request (:mod:`sovcloud.gateway.api`; :mod:`sovcloud.gateway.refusal`
-turns their first error into an OpenAI-style 400) and their JSON schemas are the request schemas of
-``GET /openapi.json`` (:mod:`sovcloud.gateway.schema`), so the two cannot disagree. Only the declared fields
+:class:`EmbeddingRequest`, and :class:`ResponsesRequest`, translated to a chat request) validate every request
+(:mod:`sovcloud.gateway.api`; :mod:`sovcloud.gateway.refusal` turns their first error into an OpenAI-style 400)
+and their JSON schemas are the request schemas of ``GET /openapi.json`` (:mod:`sovcloud.gateway.schema`), so the
+two cannot disagree. Only the declared fields
 are checked; fields not declared pass through to the upstream untouched (the gateway forwards the JSON object
 it received, not a model dump), since vLLM and SGLang accept many extensions. Inside a request, messages,
 content parts and stream options are TypedDicts checked by the same validator: no object is built per
@@ -49,6 +50,8 @@ __all__ = [
     "ImagePart",
     "ImageUrl",
     "InputAudio",
+    "InputMessage",
+    "InputTextPart",
     "Message",
     "ModelCard",
     "ModelList",
@@ -56,6 +59,8 @@ __all__ = [
     "OtherPart",
     "Prompt",
     "RequestModels",
+    "ResponseObject",
+    "ResponsesRequest",
     "StreamOptions",
     "TextPart",
     "Usage",
@@ -68,7 +73,8 @@ ASSISTANT_ROLES = ("assistant", "tool", "function")  # content may be null or le
 KNOWN_PARTS = ("text", "image_url", "input_audio")
 # the branch names a tagged union puts in an error's location: a message's role, and the tags given below
 TAGS = frozenset({*USER_ROLES, *ASSISTANT_ROLES, "string-content", "parts-content", "text-part", "image-part",
-                  "audio-part", "other-part", "string-prompt", "strings-prompt", "tokens-prompt", "token-lists-prompt"})
+                  "audio-part", "other-part", "string-prompt", "strings-prompt", "tokens-prompt", "token-lists-prompt",
+                  "string-input", "items-input"})
 _STRICT = ConfigDict(strict=True, extra="ignore")
 
 
@@ -226,6 +232,49 @@ class EmbeddingRequest(_Body):
     dimensions: Dimensions | None = None
 
 
+# ---- the Responses API (POST /v1/responses), served as a chat completion -----------------------------------
+@with_config(_STRICT)
+class InputTextPart(TypedDict):
+    """Text of an input message (``output_text``: an earlier answer sent back as context)."""
+
+    type: Literal["input_text", "output_text"]
+    text: str
+
+
+InputContent = Annotated[Annotated[str, Tag("string-content")]
+                         | Annotated[list[InputTextPart], Tag("parts-content")], Discriminator(_content_kind)]
+
+
+@with_config(_STRICT)
+class InputMessage(TypedDict):
+    type: NotRequired[Literal["message"]]
+    role: Literal["user", "system", "developer", "assistant"]
+    content: InputContent
+
+
+def _input_kind(value: Any) -> str | None:
+    return "string-input" if isinstance(value, str) else "items-input" if isinstance(value, list) else None
+
+
+ResponsesInput = Annotated[Annotated[str, Tag("string-input")]
+                           | Annotated[list[InputMessage], Field(min_length=1), Tag("items-input")],
+                           Discriminator(_input_kind)]
+
+
+class ResponsesRequest(_Body):
+    """The Responses API fields served; each maps onto a chat completion field (``instructions``: a system
+    message first, ``max_output_tokens``: ``max_tokens``). Fields that need server-side state or tools are
+    refused before this model is checked (:mod:`sovcloud.gateway.responses`)."""
+
+    model: str = Field(min_length=1, description="a model id from GET /v1/models")
+    input: ResponsesInput
+    instructions: str | None = None
+    stream: bool | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_output_tokens: MaxTokens | None = None
+
+
 @dataclass(frozen=True)
 class RequestModels:
     """The request models of one gateway (``max_tokens`` bounded by its cap)."""
@@ -233,17 +282,21 @@ class RequestModels:
     chat: type[ChatCompletionRequest]
     completion: type[CompletionRequest]
     embedding: type[EmbeddingRequest]
+    responses: type[ResponsesRequest]
 
 
 def capped(cap: int) -> RequestModels:
-    """The request models whose ``max_tokens`` (and ``max_completion_tokens``) are at most ``cap``.
+    """The request models whose ``max_tokens`` (and ``max_completion_tokens``, ``max_output_tokens``) are at
+    most ``cap``.
 
     Subclasses of the same name that redefine only those fields, so the fields keep their order."""
     bound: Any = (Annotated[int, Field(ge=1, le=cap), BeforeValidator(_integral)] | None, None)
     chat = create_model("ChatCompletionRequest", __base__=ChatCompletionRequest, __module__=__name__,
                         max_tokens=bound, max_completion_tokens=bound)
     completion = create_model("CompletionRequest", __base__=CompletionRequest, __module__=__name__, max_tokens=bound)
-    return RequestModels(chat, completion, EmbeddingRequest)
+    responses = create_model("ResponsesRequest", __base__=ResponsesRequest, __module__=__name__,
+                             max_output_tokens=bound)
+    return RequestModels(chat, completion, EmbeddingRequest, responses)
 
 
 # ---- response bodies (documented in the OpenAPI document; the gateway relays the upstream's as they are) -----
@@ -278,6 +331,20 @@ class Embedding(TypedDict):
     object: NotRequired[str]
     data: list[dict[str, Any]]
     usage: NotRequired[Usage]
+
+
+class ResponseObject(TypedDict):
+    """The Responses API's Response object (``POST /v1/responses``), written by the gateway from the chat answer."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "incomplete", "failed", "in_progress"]
+    model: str
+    output: list[dict[str, Any]]
+    usage: NotRequired[dict[str, Any] | None]
+    error: NotRequired[dict[str, Any] | None]
+    incomplete_details: NotRequired[dict[str, Any] | None]
 
 
 class ModelCard(TypedDict):

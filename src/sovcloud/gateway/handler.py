@@ -1,6 +1,7 @@
 """The gateway: OpenAI-compatible endpoints in front of the plan's backends, residency as a hard guarantee.
 
-One request (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``):
+One request (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``; ``/v1/responses`` is
+translated into a chat request by :mod:`sovcloud.gateway.responses` and takes the same path):
 
 1. **auth** ``Authorization: Bearer sk-sov-...`` -> tenant (in memory,
    :class:`~sovcloud.metering.tenants.TenantStore`);
@@ -51,6 +52,7 @@ from sovcloud.gateway.api import ParsedRequest, api_error_body, error_body, pars
 from sovcloud.gateway.config import GatewayConfig
 from sovcloud.gateway.metrics import AccessLog, GatewayMetrics
 from sovcloud.gateway.parts import GatewayParts
+from sovcloud.gateway.responses import Echo, ResponseEvents, ResponsesRequests, ResponsesStream, plain_response
 from sovcloud.gateway.stream import SseRelay, StreamResponse
 from sovcloud.gateway.upstream import BackendHealth, UpstreamResponse
 from sovcloud.metering.book import Reservation
@@ -138,6 +140,27 @@ class Gateway:
             err = ApiError(500, "The gateway failed on this request; it was not charged.", type_="server_error",
                            code="internal_error")
             return await self._refuse(err, call, endpoint, t0)
+
+    async def responses(self, scope: Scope, receive: Receive, requests: ResponsesRequests) -> Response:
+        """``POST /v1/responses``: the chat completions path (admission, routing, reservation, failover,
+        settlement, all as for the equivalent chat request) with the body translated into a chat request and
+        the answer translated back into a Response object or Responses events (:mod:`sovcloud.gateway.responses`).
+        Refusals are answered as they are."""
+        asked: list[Echo] = []
+
+        def validate(body: dict[str, Any]) -> ParsedRequest:
+            parsed, echo = requests.check(body)
+            asked.append(echo)
+            return parsed
+
+        answer = await self.generate(scope, receive, "responses", "/chat/completions", validate)
+        if not asked or answer.status_code != 200:
+            return answer
+        rid = next((v.decode() for k, v in answer.raw_headers if k == b"x-sovcloud-request-id"), "")
+        if isinstance(answer, StreamResponse):
+            return ResponsesStream(answer, ResponseEvents(asked[0], rid, int(time.time())))
+        headers = [(k, v) for k, v in answer.raw_headers if k != b"content-length"]
+        return _raw(200, headers, plain_response(bytes(answer.body), asked[0], rid))
 
     async def _reserve(self, call: Call) -> Reservation:
         """Reserve the worst case; for a stream, also start making the first progress block durable, so the

@@ -19,7 +19,15 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-from sovcloud.gateway.bodies import ChatCompletion, Embedding, Error, ModelCard, ModelList, RequestModels
+from sovcloud.gateway.bodies import (
+    ChatCompletion,
+    Embedding,
+    Error,
+    ModelCard,
+    ModelList,
+    RequestModels,
+    ResponseObject,
+)
 
 __all__ = ["OpenApi30", "components", "openapi_schema"]
 
@@ -49,9 +57,9 @@ def components(models: RequestModels) -> dict[str, Any]:
     """``components/schemas``: the request models and the response shapes, each with what it refers to."""
     out: dict[str, Any] = {}
     schemas = [(m.__name__, m.model_json_schema(ref_template=REF, schema_generator=OpenApi30))
-               for m in (models.chat, models.completion, models.embedding)]
+               for m in (models.chat, models.completion, models.embedding, models.responses)]
     schemas += [(t.__name__, TypeAdapter(t).json_schema(ref_template=REF, schema_generator=OpenApi30))
-                for t in (Error, ChatCompletion, Embedding, ModelCard, ModelList)]
+                for t in (Error, ChatCompletion, Embedding, ModelCard, ModelList, ResponseObject)]
     for name, schema in schemas:
         out.update(schema.pop("$defs", {}))
         out[name] = schema
@@ -106,6 +114,19 @@ def _generate(request: str, answer: str, streams: bool, zones: list[str]) -> dic
     }}
 
 
+def _responses(request: str, zones: list[str]) -> dict[str, Any]:
+    """``POST /v1/responses``: as a generating endpoint, with the Responses API's answer and events."""
+    path = _generate(request, "ResponseObject", True, zones)
+    ok = path["post"]["responses"]["200"]
+    ok["description"] = "the upstream's chat answer as a Response object"
+    ok["content"]["text/event-stream"]["schema"]["properties"]["data"]["description"] = (
+        "a Responses event (response.created ... response.completed / response.incomplete, or error and "
+        "response.failed when the stream breaks off) with its sequence_number; event names its type")
+    path["post"]["responses"]["400"] = _error(_REFUSALS["400"] + "; a field the gateway does not serve, such as "
+                                              "tools or previous_response_id (code unsupported_parameter)")
+    return path
+
+
 def openapi_schema(zones: list[str], models: RequestModels) -> dict[str, Any]:
     """The OpenAPI document of a gateway whose scenario has ``zones`` and whose requests ``models`` check."""
     return {
@@ -116,6 +137,7 @@ def openapi_schema(zones: list[str], models: RequestModels) -> dict[str, Any]:
             "/v1/chat/completions": _generate(models.chat.__name__, "ChatCompletion", True, zones),
             "/v1/completions": _generate(models.completion.__name__, "ChatCompletion", True, zones),
             "/v1/embeddings": _generate(models.embedding.__name__, "Embedding", False, zones),
+            "/v1/responses": _responses(models.responses.__name__, zones),
             "/v1/models": {"get": {"security": [{"bearer": []}], "responses": {
                 "200": {"description": "models the tenant may use",
                         "content": {"application/json": {"schema": {"$ref": REF.format(model="ModelList")}}}},
