@@ -270,3 +270,29 @@ def test_the_openapi_document_is_written_from_the_request_models() -> None:
                 assert answer["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
     assert schemas["Error"]["properties"]["error"]["$ref"] == "#/components/schemas/ErrorObject"
     assert set(schemas["ErrorObject"]["required"]) == {"message", "type"}
+
+
+def test_a_body_that_never_arrives_whole_is_408_after_the_body_timeout() -> None:
+    gw = fake_gateway(TABLE, FakeUpstream(), TENANTS, limits={"body_timeout_s": 0.05})
+    app = create_app(gw, health_checks=False)
+    sent: list[dict[str, Any]] = []
+    parts = [{"type": "http.request", "body": b'{"model": "m1", ', "more_body": True}]
+
+    async def receive() -> dict[str, Any]:  # a Content-Length the client never makes good: part, then nothing
+        if parts:
+            return parts.pop()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
+             "root_path": "", "headers": [(b"authorization", b"Bearer sk-sov-eu"), (b"content-length", b"999")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    run(asyncio.wait_for(app(scope, receive, send), 5))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 408
+    err = orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))["error"]
+    assert err["code"] == "request_timeout" and "did not arrive whole" in err["message"]
+    assert gw.parts.state.inflight.sum() == 0

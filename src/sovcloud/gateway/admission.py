@@ -14,6 +14,7 @@ the router found no backend for, and lists the models a tenant may use (one, or 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import secrets
@@ -122,11 +123,22 @@ class Admission:
         return tenant
 
     async def read_body(self, receive: Receive, length: bytes | None) -> bytes:
-        """The request body, refused with 413 as soon as it is known to exceed the limit."""
+        """The request body, refused with 413 as soon as it is known to exceed the limit, and with 408 when it
+        has not arrived whole within ``limits.body_timeout_s``."""
         limit = self.limits.max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             raise ApiError(413, f"The request body is {int(length):,} bytes; the limit is {limit:,} bytes.",
                            code="body_too_large")
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                return await self._receive_body(receive, limit)
+        except TimeoutError:
+            raise ApiError(408, f"The request body did not arrive whole within {self.limits.body_timeout_s:g} s; "
+                                "send the whole body (and a Content-Length that matches it).",
+                           code="request_timeout") from None
+
+    @staticmethod
+    async def _receive_body(receive: Receive, limit: int) -> bytes:
         chunks, size = [], 0
         while True:
             message = await receive()

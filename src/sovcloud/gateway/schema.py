@@ -74,6 +74,7 @@ _REFUSALS = {
     "403": "model not allowed for the tenant (code model_not_allowed)",
     "404": "unknown model, or one the tenant may not use on GET /v1/models/{model} (code model_not_found)",
     "413": "body larger than limits.max_body_bytes (code body_too_large)",
+    "408": "body not received whole within limits.body_timeout_s (code request_timeout)",
     "429": "tenant RPM/TPM limit (code rate_limit_exceeded), with retry-after: the whole seconds until the request "
            "fits, and the x-ratelimit-* headers",
     "500": "gateway bug (code internal_error); nothing charged",
