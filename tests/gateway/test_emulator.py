@@ -30,7 +30,7 @@ def _backends(replicas: int = 1, max_batch: int = 2, prefill_tps: float = 2000.0
                     max_batch=np.array([max_batch]), input_tokens=np.array([100.0], f),
                     output_tokens=np.array([8.0], f), prefill_s=np.array([100.0 / prefill_tps], f),
                     prefill_tokens_per_s=np.array([prefill_tps], f), tpot0_s=np.array([tpot0], f),
-                    tpot1_s=np.array([tpot1], f))
+                    tpot1_s=np.array([tpot1], f), headroom=np.zeros(1), batch_fill=1.0)
 
 
 async def _timed(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, float, int]:

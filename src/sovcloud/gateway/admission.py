@@ -86,6 +86,7 @@ class Call:
     prompt: int = 0
     error: str | None = None
     rate: Headers = ()  # the x-ratelimit-* headers of the answer (none for a tenant without limits)
+    deferred: bool = False  # batch work: decided against spare slots only, waits for one (gateway.deferral)
 
 
 class Admission:

@@ -109,6 +109,8 @@ class RoutingConfig(_Cfg):
     max_attempts: int = Field(3, ge=1, le=10, description="tries per request, each on another compliant backend")
     queue_factor: float = Field(1.0, ge=0, description="in-flight limit per backend = slots x (1 + queue_factor)")
     ttft_ewma: float = Field(0.2, gt=0, le=1, description="weight of a new TTFT observation")
+    batch_wait_s: float = Field(600.0, gt=0, description="longest a deferred (batch) request waits for a spare "
+                                "slot before a 503 batch_deferred_timeout")
 
 
 class HealthConfig(_Cfg):

@@ -12,7 +12,9 @@ translated into a chat request by :mod:`sovcloud.gateway.responses` and takes th
    :class:`~sovcloud.gateway.admission.Admission`;
 4. **routing** :func:`sovcloud.routing.router.route` over the tenant's origin zone (residency), the client
    zone (header ``x-sovcloud-client-zone``, else the origin) and the live load; none left -> 503 with
-   ``code`` = the router's reason (residency / unhealthy / saturated / no_backend);
+   ``code`` = the router's reason (residency / unhealthy / saturated / no_backend). Deferrable batch work
+   (``x-sovcloud-priority: batch`` or ``service_tier: "flex"``) is decided against the spare slots only and
+   waits for one in :mod:`sovcloud.gateway.deferral`'s line: interactive work has strict priority;
 5. **reservation** of prompt + max_tokens in the ledger (402 ``insufficient_quota`` when it cannot be
    covered; 402 rather than OpenAI's 429 so SDK clients do not retry in vain);
 6. **upstream** with failover: a connection error, a 5xx or a 429 marks the attempt failed (and feeds
@@ -50,6 +52,7 @@ from sovcloud.errors import ApiError, InsufficientFunds, LedgerError, UpstreamEr
 from sovcloud.gateway.admission import Admission, Call
 from sovcloud.gateway.api import ParsedRequest, api_error_body, error_body, parse_body
 from sovcloud.gateway.config import GatewayConfig
+from sovcloud.gateway.deferral import PRIORITY_HEADER, DeferredLine, deferrable
 from sovcloud.gateway.metrics import AccessLog, GatewayMetrics
 from sovcloud.gateway.parts import GatewayParts
 from sovcloud.gateway.responses import Echo, ResponseEvents, ResponsesRequests, ResponsesStream, plain_response
@@ -57,12 +60,12 @@ from sovcloud.gateway.stream import SseRelay, StreamResponse
 from sovcloud.gateway.upstream import BackendHealth, UpstreamResponse
 from sovcloud.metering.book import Reservation
 from sovcloud.metering.tenants import RateLimiter
-from sovcloud.routing.router import route
+from sovcloud.routing.router import Decision, LoadState, route
 
 __all__ = ["Gateway", "Validator"]
 
 JSON = b"application/json"
-_WANTED = frozenset({b"authorization", b"content-length", b"x-sovcloud-client-zone"})
+_WANTED = frozenset({b"authorization", b"content-length", b"x-sovcloud-client-zone", PRIORITY_HEADER})
 _SSE = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 Validator = Callable[[dict[str, Any]], ParsedRequest]
 
@@ -82,6 +85,8 @@ class Gateway:
         self.health = BackendHealth(parts.state.healthy, cfg.health, cfg.breaker, clock)
         self.limiter = RateLimiter(clock)
         self.admission = Admission(parts, cfg.limits, self.limiter)
+        self.line = DeferredLine(clock)
+        self._clock = clock
         self.log = log or logging.getLogger("sovcloud.gateway")
         self.access = AccessLog()
         self._backend_headers = [[(b"x-sovcloud-region", _ascii(s)), (b"x-sovcloud-backend", _ascii(b))]
@@ -122,7 +127,8 @@ class Gateway:
             tenant = self.admission.authenticate(auth.decode("latin-1") if auth is not None else None)
             req = validate(parse_body(await self.admission.read_body(receive, headers.get(b"content-length"))))
             call = self.admission.admit(headers, tenant, req, endpoint, t0)
-            d = route(self.parts.table, self.parts.state, call.origin, call.client, call.model)
+            call.deferred = deferrable(headers.get(PRIORITY_HEADER), req.body.get("service_tier"))
+            d = await self._route(call)
             if d.backend < 0:
                 raise self.admission.no_route(call, d.reason)
             reserve = self._reserve(call)
@@ -161,6 +167,37 @@ class Gateway:
             return ResponsesStream(answer, ResponseEvents(asked[0], rid, int(time.time())))
         headers = [(k, v) for k, v in answer.raw_headers if k != b"content-length"]
         return _raw(200, headers, plain_response(bytes(answer.body), asked[0], rid))
+
+    def _state(self, call: Call) -> LoadState:
+        """The state a call is decided against: the full limits, or for deferred work only the spare slots."""
+        return self.parts.state.for_batch() if call.deferred else self.parts.state
+
+    async def _route(self, call: Call) -> Decision:
+        """The router's decision; deferred work with no spare slot waits in the line (strict priority)."""
+        t = self.parts.table
+        d = route(t, self._state(call), call.origin, call.client, call.model)
+        if not call.deferred:
+            return d
+        deadline = self._clock() + self.cfg.routing.batch_wait_s
+        while d.backend < 0 and d.reason == "saturated":
+            await self.line.wait(deadline)
+            d = route(t, self._state(call), call.origin, call.client, call.model)
+        return d
+
+    def _enter(self, call: Call, b: int) -> None:
+        st = self.parts.state
+        st.inflight[b] += 1
+        if call.deferred and st.batch_inflight is not None:
+            st.batch_inflight[b] += 1
+
+    def _leave(self, call: Call, b: int) -> None:
+        """A request left backend ``b``: its slot is free again, so the longest-waiting deferred request tries."""
+        st = self.parts.state
+        st.inflight[b] -= 1
+        if call.deferred and st.batch_inflight is not None:
+            st.batch_inflight[b] -= 1
+        if len(self.line):
+            self.line.wake()
 
     async def _reserve(self, call: Call) -> Reservation:
         """Reserve the worst case; for a stream, also start making the first progress block durable, so the
@@ -242,43 +279,43 @@ class Gateway:
         return resp, ""
 
     async def _forward(self, call: Call, b: int, path: str) -> Response:
-        st, table = self.parts.state, self.parts.table
+        table = self.parts.table
         exclude: NDArray[np.bool_] | None = None
         while True:
             if not self.health.admit(b):  # half-open and its trial slots taken: another compliant backend
                 exclude = self._exclude_zero.copy() if exclude is None else exclude
                 exclude[b] = True
-                d = route(table, st, call.origin, call.client, call.model, exclude=exclude)
+                d = route(table, self._state(call), call.origin, call.client, call.model, exclude=exclude)
                 if d.backend < 0:
                     raise self.admission.no_route(call, d.reason)
                 b = d.backend
                 continue
             call.attempts += 1
             call.backend = b
-            st.inflight[b] += 1
+            self._enter(call, b)
             sent = time.perf_counter()
             try:
                 resp, failed = await self._attempt(call, b, path)
             except asyncio.CancelledError:
                 self.health.abandon(b)  # the client left before the backend gave a verdict
-                st.inflight[b] -= 1
+                self._leave(call, b)
                 raise
             if resp is not None:
                 if resp.status >= 400:
-                    st.inflight[b] -= 1
+                    self._leave(call, b)
                     return await self._pass_error(call, resp)
                 answer = await (self._stream(call, resp, sent) if call.req.stream else self._plain(call, resp, sent))
                 if answer is not None:
                     return answer
                 failed = "read"
             else:
-                st.inflight[b] -= 1
+                self._leave(call, b)
             self.health.failure(b)
             self.metrics.upstream_failure(table.backend_ids[b], failed)
             if exclude is None:
                 exclude = self._exclude_zero.copy()
             exclude[b] = True
-            d = route(table, st, call.origin, call.client, call.model, exclude=exclude)
+            d = route(table, self._state(call), call.origin, call.client, call.model, exclude=exclude)
             if d.backend < 0:
                 raise self.admission.no_route(call, d.reason)
             if call.attempts >= self.cfg.routing.max_attempts:
@@ -323,7 +360,7 @@ class Gateway:
         except UpstreamError:
             return None
         finally:
-            self.parts.state.inflight[b] -= 1
+            self._leave(call, b)
         elapsed = time.perf_counter() - sent
         try:
             usage = orjson.loads(data).get("usage")
@@ -359,7 +396,7 @@ class Gateway:
             first = b""
         if not first:
             resp.close()
-            self.parts.state.inflight[call.backend] -= 1
+            self._leave(call, call.backend)
             return None
         ttft = time.perf_counter() - sent
         self._observe_ttft(call.backend, ttft)
@@ -369,7 +406,7 @@ class Gateway:
             await self._reserved(call)
         except ApiError:
             resp.close()
-            self.parts.state.inflight[call.backend] -= 1
+            self._leave(call, call.backend)
             raise
         reservation = call.reservation
 
@@ -378,7 +415,7 @@ class Gateway:
                 await self.parts.ledger.progress(reservation, tokens)
 
         async def finish(delivered: int, completed: bool, error: str | None) -> None:
-            self.parts.state.inflight[call.backend] -= 1
+            self._leave(call, call.backend)
             u = relay.usage or {}
             call.prompt = _count(u.get("prompt_tokens"), call.req.prompt_tokens)
             call.completion = _count(u.get("completion_tokens"), delivered) if completed else delivered

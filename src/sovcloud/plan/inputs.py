@@ -13,13 +13,21 @@ Route pruning (large instances only)
 Time slices
     The representative day's 24 UTC hours are cut into ``T`` slices of ``L = 24 / T`` hours; demand
     in a slice is the mean rate over its hours (Mtok/h).
-Capacity per chip
-    ``cap[m, c, w]`` = goodput of model m on chip c meeting workload w's TTFT/TPOT SLOs (output
-    tokens/s/chip from :func:`sovcloud.physics.perf.goodput_table`) x (input + output) / output, in Mtok/h,
-    so it counts the same tokens as demand (input + output), x ``planning.target_utilization`` (0.85
-    by default): a fleet planned at 100% of its goodput in a slice's mean hour queues without bound in
-    its busier hours and under random arrivals (the simulator showed chat SLOs met for 7% of
-    requests at 100%), so the plan keeps this headroom.
+Peak within a slice (interactive work)
+    ``peak[g, m, p, t]`` = the busiest hour's rate of group g in slice t over the slice's mean (1 for
+    batch). The capacity rows hold each site's use at ``peak[s, m, w, p, t]``, the demand-weighted mean of
+    the peaks of the groups that may route to s: interactive work is sized for the busiest hour of a
+    slice, while flows, energy and served tokens stay at the slice's mean.
+Capacity per chip (the serving discipline of :mod:`sovcloud.world.serving`)
+    Each (model m, chip c) runs one engine type at m's operating point: the batch cap under the strictest
+    TTFT/TPOT targets of m's workloads at m's typical request shape, at the tensor-parallel degree with
+    the best goodput per chip there. ``cap[m, c, w]`` = that engine's input + output tokens per second per
+    chip at full occupancy for w's request shape (:meth:`~sovcloud.physics.serving.ServingPoint.tokens_per_s_per_chip`),
+    in Mtok/h, x the utilisation planned for w: for interactive work the queueing headroom at w's TTFT
+    target (Erlang C with bursty arrivals, ``planning.slo_tail`` and ``planning.burstiness``, at most
+    ``planning.target_utilization``); for batch work, which the simulator and the gateway defer into
+    capacity interactive work leaves free, ``1 - planning.batch_reserve``. An engine that meets no
+    target serves batch work only.
 Units: tokens in millions (Mtok), money in US$ millions, power in MW, energy in MWh.
 """
 
@@ -37,6 +45,7 @@ from sovcloud.physics.perf import Workload as PerfCase
 from sovcloud.physics.perf import goodput_table
 from sovcloud.policy.masks import policy_dates
 from sovcloud.world.compiled import World
+from sovcloud.world.serving import deployment_service, model_services
 
 __all__ = ["Demand", "PlanInputs", "crf", "plan_inputs"]
 
@@ -121,7 +130,8 @@ def plan_inputs(world: World, time_slices: int | None = None) -> PlanInputs:
     }
     out = xr.Dataset(
         {**_capacity_arrays(world), **_chip_arrays(world, periods), **_site_arrays(world, periods),
-         **_period_arrays(world, periods)},
+         **_period_arrays(world, periods),
+         "peak": (("site", "model", "workload", "period", "slice"), _site_peak(world, demand, periods, T))},
         coords=coords,
         attrs={"budget_total": ds.attrs["budget_total_usd"] / 1e6, "slice_hours": L,
                "routes_pruned_to": pruned_to},
@@ -161,6 +171,9 @@ def _demand(world: World, T: int, periods: list[int]) -> dict[str, Demand]:
             workload=w.id, kind=w.kind, zone_group=zone_group,
             ds=xr.Dataset(
                 {"demand": (("group", "model", "period", "slice"), np.einsum("zg,zmpt->gmpt", onehot, d_w[:, models])),
+                 "peak": (("group", "model", "period", "slice"), _slice_peak(
+                     np.einsum("zg,zmph->gmph", onehot, hourly[:, models, wi]), T) if w.kind != "batch"
+                     else np.ones((len(labels), len(models), len(periods), T))),
                  "route": (("group", "site"), route_ok[first, :, wi]),
                  "rtt_ms": (("group", "site"), group_rtt)},
                 coords={"group": labels, "model": ds.model.values[models], "site": ds.site.values,
@@ -170,19 +183,75 @@ def _demand(world: World, T: int, periods: list[int]) -> dict[str, Demand]:
     return demand
 
 
+def _slice_peak(hourly: NDArray[np.float64], T: int) -> NDArray[np.float64]:
+    """Busiest hour over mean hour of each of ``T`` slices ([..., 24] -> [..., T]; 1 where the slice is empty)."""
+    h = hourly.reshape(*hourly.shape[:-1], T, 24 // T)
+    mean = h.mean(axis=-1)
+    out: NDArray[np.float64] = np.divide(h.max(axis=-1), mean, out=np.ones_like(mean), where=mean > 0)
+    return out
+
+
+def _site_peak(world: World, demand: dict[str, Demand], periods: list[int], T: int) -> NDArray[np.float64]:
+    """``peak[site, model, workload, period, slice]``: demand-weighted peak of the groups routable to each site."""
+    ds = world.ds
+    out = np.ones((len(ds.site), len(ds.model), len(ds.workload), len(periods), T))
+    m_index = {str(m): i for i, m in enumerate(ds.model.values)}
+    for wi, w in enumerate(ds.workload.values):
+        dem = demand.get(str(w))
+        if dem is None or dem.kind == "batch":
+            continue
+        g = dem.ds
+        route = g.route.values.astype(np.float64)  # [g, s]
+        d, pk = g.demand.values, g.peak.values  # [g, m', p, t]
+        top = np.einsum("gs,gmpt->smpt", route, d * pk)
+        bottom = np.einsum("gs,gmpt->smpt", route, d)
+        mi = [m_index[str(m)] for m in g.model.values]
+        out[:, mi, wi] = np.divide(top, bottom, out=np.ones_like(top), where=bottom > 0)
+    return out
+
+
 def _capacity_arrays(world: World) -> dict[str, tuple[object, ...]]:
-    """Capacity per chip [model, chip, workload] in Mtok/h from the physics goodput, and its inverse."""
+    """Capacity per chip [model, chip, workload] in Mtok/h at each engine's operating point, and its inverse.
+
+    The tensor-parallel degree of (m, c) is the one with the best goodput per chip at m's typical shape
+    under its strictest targets; the engine at that degree is :func:`sovcloud.world.serving.deployment_service`.
+    """
     sc = world.scenario
-    cases = [PerfCase(w.id, w.input_tokens, w.output_tokens, w.ttft_s, w.tpot_s) for w in sc.workloads]
-    gp = goodput_table(sc.models, sc.accelerators, cases=cases)
-    shape = np.array([(w.input_tokens + w.output_tokens) / w.output_tokens for w in sc.workloads])
-    cap = np.nan_to_num(gp.values) * shape[None, None, :] * 3600.0 / 1e6 * sc.planning.target_utilization
+    services = model_services(world)
+    models, chips, wls = sc.models, sc.accelerators, [w.id for w in sc.workloads]
+    # per model its operating case, and the same shape without targets (an engine that meets no target
+    # still serves batch work at its memory limit)
+    cases = [PerfCase(m + suffix, max(1, round(v.input_tokens)), max(1, round(v.output_tokens)), *slo)
+             for m, v in services.items() for suffix, slo in (("", (v.ttft_s, v.tpot_s)), ("~free", (None, None)))]
+    gp = goodput_table(models, chips, cases=cases) if cases else None
+    shape = (len(models), len(chips), len(wls))
+    cap, tp = np.zeros(shape), np.zeros(shape, dtype=np.int64)
+    precision = np.full(shape, "", dtype=object)
+    wl = {w.id: w for w in sc.workloads}
+    for mi, m in enumerate(models):
+        svc = services.get(m.id)
+        if svc is None or gp is None:
+            continue
+        for ci, c in enumerate(chips):
+            best = int(gp.tp.sel(model=m.id, chip=c.id, case=m.id)) \
+                or int(gp.tp.sel(model=m.id, chip=c.id, case=m.id + "~free"))
+            dep = deployment_service(world, svc, m, c, best) if best > 0 else None
+            if dep is None:
+                continue
+            for w_id in svc.workloads:
+                wi = wls.index(w_id)
+                w = wl[w_id]
+                if w.kind != "batch" and not dep.point.meets_slo:
+                    continue
+                rate = dep.point.tokens_per_s_per_chip(w.input_tokens, w.output_tokens)
+                cap[mi, ci, wi] = rate * 3600.0 / 1e6 * dep.utilization[w_id]
+                tp[mi, ci, wi], precision[mi, ci, wi] = best, dep.point.precision
     cap = np.where(cap > 1e-9, cap, 0.0)
     dims = ("model", "chip", "workload")
     return {
         "cap": (dims, cap),
-        "tp": (dims, gp.tp.values),
-        "precision": (dims, gp.precision.values),
+        "tp": (dims, tp),
+        "precision": (dims, precision),
         "inv_cap": (dims, np.divide(1.0, cap, out=np.zeros_like(cap), where=cap > 0)),
     }
 

@@ -83,7 +83,8 @@ def build_model(pi: PlanInputs, *, objective: str = "cost", resilience_share: fl
                    + sum_s fixed_s step(opened)[s, b]
         demand      sum_s flow_w + short_w = demand_w                                       (g, m, p, t)
         routing     sum_g flow_w[g, s] = sum_c use[s, c, m, w]  (batch: = L sum_{c,t} use)  (s, m, w, p, t)
-        capacity    sum_w use[s, c, m, w, p, t] / cap[m, c, w] <= alloc[s, c, m, p]          (s, c, m, p, t)
+        capacity    sum_w peak[s, m, w, p, t] use[s, c, m, w, p, t] / cap[m, c, w] <= alloc[s, c, m, p]
+                    (peak: the busiest hour of the slice over its mean for interactive work, 1 for batch)
         fleet       sum_m alloc[s, c, m, p] <= n_c fleet[s, c, p]
         power       sum_c n_c P_c fleet[s, c, p] <= installed_mw[s, p] + built[s, p]   (s available in p)
         options     built non-decreasing; built[s, p] <= cap_mw[s, p] opened[s, p] (candidates);
@@ -192,7 +193,8 @@ def _add_allocation(m: linopy.Model, d: xr.Dataset, d_m: xr.Dataset, s_mask: xr.
     m.add_constraints(alloc.sum("model") - d.server_chips * fleet <= 0, name="fleet")
     u_mask = (a_mask & (cap > 0)).broadcast_like(d.slice)
     use = _var(m, u_mask.transpose("site", "chip", "model", "workload", "period", "slice"), "use").fillna(0)
-    m.add_constraints((use * d_m.inv_cap).sum("workload") - alloc <= 0, name="capacity")
+    # interactive use held at its slice's busiest hour (peak; 1 for batch), see sovcloud.plan.inputs
+    m.add_constraints((use * (d_m.inv_cap * d_m.peak)).sum("workload") - alloc <= 0, name="capacity")
     return alloc, use
 
 

@@ -2,17 +2,15 @@
 
 A plan's ``decisions.deployments`` says how many chips of each chip type run each model at each
 site in each period, and at which tensor-parallel degree ``tp``. A *backend* is one such
-deployment in one period: ``replicas = floor(chips / tp)`` engines, each a continuous-batching
-server of up to ``max_batch`` concurrent sequences, where ``max_batch`` is the operating point of
-:func:`sovcloud.physics.perf.estimate` under the strictest TTFT/TPOT SLOs of the workloads that use the model
-(the batch cap an operator sets so the SLOs hold; the memory limit when no batch meets them).
-Its physics comes from :mod:`sovcloud.physics.roofline`
-at the model's typical request shape (demand-weighted mean input and output tokens over the
-workloads that use it) and the first precision of ``fp8, bf16, fp16, int8`` the chip supports:
+deployment in one period: ``replicas = floor(chips / tp)`` engines of the serving discipline of
+:mod:`sovcloud.world.serving` (the planner sized the plan with the same engines): each a
+continuous-batching server of up to ``max_batch`` concurrent sequences at the model's operating
+point, with
 
     prefill_s(I)  = prefill_time(I)                      (one prompt alone; TTFT floor)
     tpot_s(b)     = tpot0 + tpot1 * b,  b in [1, max_batch]
-                    (affine through the roofline step times at b = 1 and b = max_batch)
+    headroom      = free slots kept per interactive request in flight (deferred batch may not take them)
+    batch_fill    = share of slots deferred batch work may fill (1 - planning.batch_reserve)
 
 so the simulator and the gateway's queueing estimate share one cheap, vectorised serving model.
 :func:`load_plan` validates ``plan.json`` (schema ``sovcloud.plan/1``) and names the file, field,
@@ -31,16 +29,12 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovcloud.errors import PlanFileError
-from sovcloud.physics.perf import estimate
-from sovcloud.physics.roofline import deployment, geometry, prefill_time, step_times
 from sovcloud.scenario.catalog import Accelerator, ModelArch
 from sovcloud.vocab import PLAN_SCHEMA
 from sovcloud.world.compiled import World
+from sovcloud.world.serving import deployment_service, model_services
 
 __all__ = ["Backends", "PlanDeployment", "PlanDocument", "PlanSite", "backends_for", "load_plan"]
-
-PRECISION_PREFERENCE = ("fp8", "bf16", "fp16", "int8")
-
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -139,6 +133,8 @@ class Backends:
     prefill_tokens_per_s: NDArray[np.float64]
     tpot0_s: NDArray[np.float64]
     tpot1_s: NDArray[np.float64]
+    headroom: NDArray[np.float64]  # free slots kept per interactive request in flight (batch may not take them)
+    batch_fill: float  # share of slots deferred batch work may fill
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -160,36 +156,6 @@ class Backends:
         return out
 
 
-def _typical_shape(world: World) -> dict[str, tuple[float, float]]:
-    """Demand-weighted mean (input, output) tokens per model over the workloads that use it."""
-    wl = {w.id: w for w in world.scenario.workloads}
-    dem = world.ds.demand_tokens_per_h.sum([d for d in world.ds.demand_tokens_per_h.dims
-                                            if d not in ("model", "workload")])
-    out: dict[str, tuple[float, float]] = {}
-    for m in dem.model.values:
-        weights = dem.sel(model=m).to_series()
-        total = float(weights.sum())
-        ids = [str(w) for w in weights.index]
-        share = [float(weights[w]) / total if total > 0 else 1.0 / len(ids) for w in ids]
-        out[str(m)] = (sum(s * wl[w].input_tokens for s, w in zip(share, ids, strict=True)),
-                       sum(s * wl[w].output_tokens for s, w in zip(share, ids, strict=True)))
-    return out
-
-
-def _strictest_slos(world: World) -> dict[str, tuple[float | None, float | None]]:
-    """Per model, the tightest TTFT and TPOT SLOs among the workloads with demand for it."""
-    wl = {w.id: w for w in world.scenario.workloads}
-    dem = world.ds.demand_tokens_per_h
-    used = dem.sum([d for d in dem.dims if d not in ("model", "workload")]) > 0
-    out: dict[str, tuple[float | None, float | None]] = {}
-    for m in used.model.values:
-        ws = [wl[str(w)] for w in used.workload.values if bool(used.sel(model=m, workload=w))]
-        ttfts = [w.ttft_s for w in ws if w.ttft_s is not None]
-        tpots = [w.tpot_s for w in ws if w.tpot_s is not None]
-        out[str(m)] = (min(ttfts) if ttfts else None, min(tpots) if tpots else None)
-    return out
-
-
 def backends_for(doc: PlanDocument, world: World, period: int | None = None) -> Backends:
     """The backends of ``doc`` in ``period`` (default: the plan's last period) over ``world``'s sites."""
     per = doc.periods[-1] if period is None else period
@@ -198,8 +164,7 @@ def backends_for(doc: PlanDocument, world: World, period: int | None = None) -> 
     sites, models = world.sites, [str(m) for m in world.ds.model.values]
     s_index = {s: i for i, s in enumerate(sites)}
     m_index = {m: i for i, m in enumerate(models)}
-    shape = _typical_shape(world)
-    slos = _strictest_slos(world)
+    services = model_services(world)
     model_by_id: dict[str, ModelArch] = {x.id: x for x in world.scenario.models}
     chip_by_id: dict[str, Accelerator] = {x.id: x for x in world.scenario.accelerators}
     rows: list[tuple[Any, ...]] = []
@@ -210,28 +175,20 @@ def backends_for(doc: PlanDocument, world: World, period: int | None = None) -> 
             raise PlanFileError(f"plan deployment {dep.site}/{dep.model}: not in scenario '{world.scenario.name}'; "
                                 "fix: simulate the plan with the scenario it was made from")
         replicas = int(np.floor(dep.chips / dep.tp + 1e-6))
-        if replicas < 1:
+        if replicas < 1 or dep.model not in services:
             continue
-        m = model_by_id[dep.model]
         c = chip_by_id.get(dep.chip)
         if c is None:
             raise PlanFileError(f"plan deployment {dep.site}/{dep.model}: chip '{dep.chip}' is not in scenario "
                                 f"'{world.scenario.name}'; fix: simulate the plan with the scenario it was made from")
-        prec = next((p for p in PRECISION_PREFERENCE if c.supports(p)), None)
-        if prec is None:
+        served = deployment_service(world, services[dep.model], model_by_id[dep.model], c, dep.tp)
+        if served is None:
             continue
-        i_t, o_t = shape[dep.model]
-        g, d = geometry(m), deployment(c, dep.tp, prec)
-        pre = prefill_time(g, d, max(1, round(i_t)))
-        ttft_slo, tpot_slo = slos.get(dep.model, (None, None))
-        op = estimate(m, c, dep.tp, prec, max(1, round(i_t)), max(1, round(o_t)), ttft_slo, tpot_slo)
-        # the engine's batch cap (vLLM's max_num_seqs) is set where the strictest SLO still holds
-        big = max(1, int(op.batch if op.meets_slo and op.batch >= 1 else op.max_batch))
-        st = step_times(g, d, np.array([1.0, float(max(big, 2))]), max(1, round(i_t)), max(1, round(o_t)))
-        t1 = float(st.step[1] - st.step[0]) / (max(big, 2) - 1.0)
+        pt = served.point
         rows.append((f"{dep.site}/{dep.model}/{dep.chip}", dep.chip, s_index[dep.site], m_index[dep.model], dep.tp,
-                     replicas, big, i_t, o_t, pre, i_t / pre, float(st.step[0]) - t1, t1))
-    cols = list(zip(*rows, strict=True)) if rows else [()] * 13
+                     replicas, pt.max_batch, pt.input_tokens, pt.output_tokens, pt.prefill_s,
+                     pt.prefill_tokens_per_s, pt.tpot0_s, pt.tpot1_s, served.headroom))
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 14
     f64 = np.float64
     return Backends(
         period=per, ids=tuple(cols[0]), sites=tuple(sites), models=tuple(models), chips=tuple(cols[1]),
@@ -240,6 +197,7 @@ def backends_for(doc: PlanDocument, world: World, period: int | None = None) -> 
         max_batch=np.array(cols[6], dtype=np.int64), input_tokens=np.array(cols[7], dtype=f64),
         output_tokens=np.array(cols[8], dtype=f64), prefill_s=np.array(cols[9], dtype=f64),
         prefill_tokens_per_s=np.array(cols[10], dtype=f64), tpot0_s=np.array(cols[11], dtype=f64),
-        tpot1_s=np.array(cols[12], dtype=f64),
+        tpot1_s=np.array(cols[12], dtype=f64), headroom=np.array(cols[13], dtype=f64),
+        batch_fill=1.0 - world.scenario.planning.batch_reserve,
     )
 

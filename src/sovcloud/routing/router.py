@@ -10,7 +10,15 @@ A pair that residency forbids is never a candidate and never scored: it is remov
 score is computed, so no load, latency or health figure can ever make it win.
 Live state per backend (:class:`LoadState`, owned and updated by the caller)
     healthy[b], inflight[b] (admitted, not finished), slots[b] (replicas x max batch),
-    service_s[b] (time a request holds a slot), ttft_s[b] (recent TTFT), limit[b] (most in flight)
+    service_s[b] (time a request holds a slot), ttft_s[b] (recent TTFT), limit[b] (most in flight),
+    batch_inflight[b] (of inflight, deferred batch work), headroom[b] (free slots kept per interactive
+    request in flight), batch_fill (share of slots batch work may fill)
+Serving discipline: interactive work has strict priority, batch work is deferred
+    interactive requests are decided against limit[b] (they may queue at a backend);
+    batch requests wait in their own queue (the simulator's, the gateway's) and are decided against
+    batch_limit[b] = clip(floor(slots[b] batch_fill - (inflight[b] - batch_inflight[b]) headroom[b]), 0, slots[b]):
+    they only take slots that are free and that interactive work does not hold in reserve, so they never
+    queue at a backend and interactive work never waits behind them (:meth:`LoadState.for_batch`).
 Decision for a request with data origin o, client zone z and model m
     C = {b : serves[m, b] and allowed[o, b]}        empty -> "no_backend" (m served nowhere) or "residency"
     H = {b in C : healthy[b]}                       empty -> "unhealthy"
@@ -36,6 +44,7 @@ from sovcloud.routing.backends import Backends
 from sovcloud.world.compiled import World
 
 __all__ = [
+    "EXPIRED",
     "NO_BACKEND",
     "OK",
     "REASONS",
@@ -50,9 +59,10 @@ __all__ = [
     "route_many",
 ]
 
-OK, NO_BACKEND, RESIDENCY, UNHEALTHY, SATURATED = 0, 1, 2, 3, 4
-#: reason code -> machine-readable name (an index of this tuple is what the arrays carry)
-REASONS = ("ok", "no_backend", "residency", "unhealthy", "saturated")
+OK, NO_BACKEND, RESIDENCY, UNHEALTHY, SATURATED, EXPIRED = 0, 1, 2, 3, 4, 5
+#: reason code -> machine-readable name (an index of this tuple is what the arrays carry); the router
+#: decides the first five; ``expired`` is deferred batch work whose deadline passed in its queue
+REASONS = ("ok", "no_backend", "residency", "unhealthy", "saturated", "expired")
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -126,6 +136,9 @@ class LoadState:
     service_s: FloatArray
     ttft_s: FloatArray
     limit: FloatArray
+    batch_inflight: FloatArray | None = None  # of inflight, deferred batch work (None: none)
+    headroom: FloatArray | None = None  # free slots kept per interactive request in flight (None: 0)
+    batch_fill: float = 1.0  # share of slots batch work may fill
 
     @classmethod
     def initial(cls, backends: Backends, queue_factor: float = 1.0) -> LoadState:
@@ -138,11 +151,29 @@ class LoadState:
             service_s=backends.service_s(backends.max_batch.astype(np.float64)),
             ttft_s=backends.prefill_s + backends.tpot_s(1.0),
             limit=slots * (1.0 + queue_factor),
+            batch_inflight=np.zeros(len(backends)),
+            headroom=backends.headroom.copy(),
+            batch_fill=backends.batch_fill,
         )
 
     def copy(self) -> LoadState:
         return replace(self, healthy=self.healthy.copy(), inflight=self.inflight.copy(), slots=self.slots.copy(),
-                       service_s=self.service_s.copy(), ttft_s=self.ttft_s.copy(), limit=self.limit.copy())
+                       service_s=self.service_s.copy(), ttft_s=self.ttft_s.copy(), limit=self.limit.copy(),
+                       batch_inflight=None if self.batch_inflight is None else self.batch_inflight.copy(),
+                       headroom=None if self.headroom is None else self.headroom.copy())
+
+    def batch_limit(self) -> FloatArray:
+        """Most requests in flight at which a backend still takes deferred batch work (module docstring)."""
+        batch = np.zeros_like(self.inflight) if self.batch_inflight is None else self.batch_inflight
+        headroom = np.zeros_like(self.inflight) if self.headroom is None else self.headroom
+        interactive = np.maximum(self.inflight - batch, 0.0)
+        out: FloatArray = np.clip(np.floor(self.slots * self.batch_fill - interactive * headroom + 1e-9),
+                                  0.0, self.slots)
+        return out
+
+    def for_batch(self) -> LoadState:
+        """The state batch work is routed against: the same backends, admitting only up to :meth:`batch_limit`."""
+        return replace(self, limit=self.batch_limit())
 
     def wait_s(self) -> FloatArray:
         """Expected queueing delay per backend from in-flight load (0 while a slot is free)."""

@@ -76,9 +76,23 @@ class Planning(Record):
         0.5, ge=0, le=1, description="share of a residency group's served peak that must survive losing any one site"
     )
     target_utilization: float = Field(
-        0.85, gt=0, le=1,
-        description="share of each chip's SLO goodput a plan may use within a time slice: headroom for random "
-                    "arrivals and for peaks inside the slice, so queueing keeps the SLOs (sovcloud simulate checks it)",
+        0.95, gt=0, le=1,
+        description="most of each chip's capacity at its operating point a plan may use for interactive work in a "
+                    "slice; the queueing headroom (slo_tail, burstiness) usually binds first",
+    )
+    slo_tail: float = Field(
+        0.02, gt=0, lt=1,
+        description="share of interactive requests the planner lets wait past their TTFT target (Erlang C with "
+                    "bursty arrivals sets each deployment's utilisation from it)",
+    )
+    burstiness: float = Field(
+        0.25, ge=0, le=10,
+        description="coefficient of variation of the per-minute arrival rate the headroom is planned for "
+                    "(0.244 in the Azure LLM conversation trace; the simulator's default)",
+    )
+    batch_reserve: float = Field(
+        0.05, ge=0, lt=1,
+        description="share of each deployment's slots deferred batch work leaves free for interactive arrivals",
     )
     objective: Literal["cost", "served"] = "cost"
     max_route_pairs: PositiveInt = Field(

@@ -68,6 +68,8 @@ class Engine:
     boff: i8
     bn: i8
     inflight: f8  # [B] admitted, not finished: the router's LoadState.inflight is this very array
+    binflight: f8  # [B] of which batch work: the router's LoadState.batch_inflight is this very array
+    wbatch: i8  # [W] 1 for a batch workload
     pool_f: f8
     pool_i: i8
     hk: f8  # pending requests: 4-ary min-heap of end times and their pool entries
@@ -87,7 +89,7 @@ class Engine:
     @classmethod
     def create(cls, *, slots: i8, replicas: f8, prefill_tokens_per_s: f8, tpot0_s: f8, tpot1_s: f8,
                max_batch: f8, b_site: i8, rtt_s: f8, slo: f8, n_sites: int, horizon_s: float,
-               pool_size: int, track: int = 0) -> Engine:
+               pool_size: int, track: int = 0, batch_workloads: NDArray[np.bool_] | None = None) -> Engine:
         """A fresh, idle engine; ``pool_size``: initial room for requests in flight (it grows), ``track``: ids."""
         slots = np.maximum(np.asarray(slots, dtype=np.int64), 1)
         nb, (nz, nw) = len(slots), (rtt_s.shape[0], slo.shape[1])
@@ -100,7 +102,9 @@ class Engine:
             bpar=np.vstack([replicas, prefill_tokens_per_s, tpot0_s, tpot1_s, max_batch]).astype(np.float64),
             cap=slots.copy(), b_site=np.asarray(b_site, dtype=np.int64), rtt_s=np.ascontiguousarray(rtt_s, np.float64),
             slo=np.ascontiguousarray(slo, np.float64), bheap=np.zeros(int(boff[-1])), boff=boff,
-            bn=np.zeros(nb, np.int64), inflight=np.zeros(nb), pool_f=np.zeros((pool_size, 5)),
+            bn=np.zeros(nb, np.int64), inflight=np.zeros(nb), binflight=np.zeros(nb),
+            wbatch=(np.zeros(nw, np.int64) if batch_workloads is None
+                    else np.asarray(batch_workloads, dtype=np.int64)), pool_f=np.zeros((pool_size, 5)),
             pool_i=np.zeros((pool_size, 5), np.int64), hk=np.zeros(pool_size), hi=np.zeros(pool_size, np.int64),
             free=np.arange(pool_size - 1, -1, -1, dtype=np.int64), sc=np.array([0, pool_size], np.int64),
             cz=np.zeros((5, nz, nw), np.int64), rej=np.zeros((nz, nw, len(REASONS)), np.int64),
@@ -117,18 +121,21 @@ class Engine:
 
     def advance(self, until: float) -> None:
         """Complete every request that ends at or before ``until``."""
-        k.advance(until, self.pool_f, self.pool_i, self.hk, self.hi, self.free, self.sc, self.inflight, self.cz,
-                  self.cb, self.hb, self.hz, self.hbk, self.outcome)
+        k.advance(until, self.pool_f, self.pool_i, self.hk, self.hi, self.free, self.sc, self.inflight,
+                  self.binflight, self.wbatch, self.cz, self.cb, self.hb, self.hz, self.hbk, self.outcome)
 
     def serve(self, t: f8, zone: i8, workload: i8, inp: f8, out: f8, rid: i8, backend: i8, reason: i8, pref: i8,
-              starts: f8 | None = None) -> None:
-        """Serve requests sorted by arrival with their decisions (backend -1: rejected for ``reason``)."""
+              starts: f8 | None = None, ready: f8 | None = None) -> None:
+        """Serve requests sorted by ``ready`` (default: their arrival ``t``) with their decisions
+        (backend -1: rejected for ``reason``)."""
         buf = np.zeros(0) if starts is None else starts
+        rd = t if ready is None else ready
         done, n = 0, len(t)
         while True:
-            done += k.serve(t[done:], zone[done:], workload[done:], inp[done:], out[done:], rid[done:],
+            done += k.serve(t[done:], rd[done:], zone[done:], workload[done:], inp[done:], out[done:], rid[done:],
                             backend[done:], reason[done:], pref[done:], self.bpar, self.cap, self.b_site, self.rtt_s,
-                            self.slo, self.horizon_s, self.bheap, self.boff, self.bn, self.inflight, self.pool_f,
+                            self.slo, self.horizon_s, self.bheap, self.boff, self.bn, self.inflight, self.binflight,
+                            self.wbatch, self.pool_f,
                             self.pool_i, self.hk, self.hi, self.free, self.sc, self.cz, self.rej, self.cb, self.hb,
                             self.hrej, self.routed, self.hz, self.hbk, self.outcome, buf[done:])
             if done >= n:
@@ -152,7 +159,8 @@ class Engine:
     def fail(self, failed: NDArray[np.bool_], at: float) -> None:
         """Backends ``failed`` go down at ``at``: their pending requests are lost, their queues emptied."""
         self.advance(at)
-        k.fail(failed, at, self.horizon_s, self.bn, self.inflight, self.pool_f, self.pool_i, self.hk, self.hi,
+        k.fail(failed, at, self.horizon_s, self.bn, self.inflight, self.binflight, self.pool_f, self.pool_i, self.hk,
+               self.hi,
                self.free, self.sc, self.cz, self.cb, self.hb, self.outcome)
 
     def set_capacity(self, slots: i8, replicas: f8) -> None:

@@ -2,7 +2,8 @@
 
 Queue of one backend b (``c_b`` slots = servers, ``r_b`` replicas, FCFS, no preemption)::
 
-    start_i = max(t_i, the time a slot frees)         (the min-heap of end times of requests in service)
+    start_i = max(ready_i, the time a slot frees)     (the min-heap of end times of requests in service;
+                                                       ready_i = t_i, or its release for deferred batch)
     n_i     = requests in service at start_i          (heap size after popping ends <= start_i)
     batch_i = clip(n_i / r_b + 1, 1, max_batch_b)     (the others spread over the replicas, plus request i)
     TPOT_i  = tpot0_b + tpot1_b * batch_i             (fixed for the whole request: approximation)
@@ -63,8 +64,10 @@ __all__ = [
     "OUT_SERVED",
     "ZONE_COARSEN",
     "advance",
+    "due",
     "fail",
     "finish",
+    "jit",
     "serve",
 ]
 
@@ -72,7 +75,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 COMPILED = _numba_njit is not None
 
 
-def _jit(fn: F) -> F:
+def jit(fn: F) -> F:
+    """Compile ``fn`` with numba when it is installed (cached); the plain function otherwise."""
     if _numba_njit is None:  # pragma: no cover
         return fn
     return cast(F, _numba_njit(cache=True, nogil=True, error_model="numpy")(fn))
@@ -98,7 +102,7 @@ PF_END, PF_START, PF_TTFT, PF_TPOT, PF_E2E = 0, 1, 2, 3, 4
 PI_B, PI_Z, PI_W, PI_OK, PI_ID = 0, 1, 2, 3, 4
 
 
-@_jit
+@jit
 def _bpush(h: f8, base: int, n: int, v: float) -> int:
     i = n
     while i > 0:
@@ -111,7 +115,7 @@ def _bpush(h: f8, base: int, n: int, v: float) -> int:
     return n + 1
 
 
-@_jit
+@jit
 def _bpop(h: f8, base: int, n: int) -> int:
     """Remove the minimum of the heap ``h[base:base+n]`` (read it first); returns the new size."""
     n -= 1
@@ -132,7 +136,7 @@ def _bpop(h: f8, base: int, n: int) -> int:
     return n
 
 
-@_jit
+@jit
 def _ppush(hk: f8, hi: i8, n: int, idx: int, key: float) -> int:
     """Push (key, idx) on the 4-ary min-heap ``hk`` (keys) / ``hi`` (pool indices) of size n."""
     i = n
@@ -146,7 +150,7 @@ def _ppush(hk: f8, hi: i8, n: int, idx: int, key: float) -> int:
     return n + 1
 
 
-@_jit
+@jit
 def _psift(hk: f8, hi: i8, n: int, i: int) -> None:
     """Sift entry i of the 4-ary heap down."""
     key, idx = hk[i], hi[i]
@@ -166,7 +170,7 @@ def _psift(hk: f8, hi: i8, n: int, i: int) -> None:
     hk[i], hi[i] = key, idx
 
 
-@_jit
+@jit
 def _bin(x: float) -> int:
     if x <= 10.0 ** HIST_LO_LOG10:
         return 0
@@ -174,7 +178,7 @@ def _bin(x: float) -> int:
     return min(k, HIST_BINS - 1)
 
 
-@_jit
+@jit
 def _busy(hb: f8, b: int, a: float, e: float, sign: float, horizon: float) -> None:
     """Add ``sign`` x the overlap of [a, e) with each hour of [0, horizon) to ``hb[HB_BUSY, hour, b]``."""
     e = min(e, horizon)
@@ -186,9 +190,9 @@ def _busy(hb: f8, b: int, a: float, e: float, sign: float, horizon: float) -> No
         h += 1
 
 
-@_jit
+@jit
 def advance(until: float, pool_f: f8, pool_i: i8, hk: f8, hi: i8, free: i8, sc: i8, inflight: f8,
-            cz: i8, cb: i8, hb: f8, hz: i8, hbk: i8, outcome: NDArray[np.int8]) -> None:
+            binflight: f8, wbatch: i8, cz: i8, cb: i8, hb: f8, hz: i8, hbk: i8, outcome: NDArray[np.int8]) -> None:
     """Book every pending request that ends at or before ``until`` as served."""
     n_last = hb.shape[1] - 1
     while sc[0] > 0 and hk[0] <= until:
@@ -209,20 +213,25 @@ def advance(until: float, pool_f: f8, pool_i: i8, hk: f8, hi: i8, free: i8, sc: 
             hz[z, w, m, k // ZONE_COARSEN] += 1
             hbk[b, w, m, k] += 1
         inflight[b] -= 1.0
+        if wbatch[w]:
+            binflight[b] -= 1.0
         if outcome.shape[0] > 0:
             outcome[pool_i[idx, PI_ID]] = OUT_SERVED
         free[sc[1]] = idx
         sc[1] += 1
 
 
-@_jit
-def serve(t: f8, zone: i8, wl: i8, inp: f8, out: f8, rid: i8, backend: i8, reason: i8, pref: i8,
+@jit
+def serve(t: f8, ready: f8, zone: i8, wl: i8, inp: f8, out: f8, rid: i8, backend: i8, reason: i8, pref: i8,
           bpar: f8, cap: i8, b_site: i8, rtt_s: f8, slo: f8, horizon: float,
-          bheap: f8, boff: i8, bn: i8, inflight: f8,
+          bheap: f8, boff: i8, bn: i8, inflight: f8, binflight: f8, wbatch: i8,
           pool_f: f8, pool_i: i8, hk: f8, hi: i8, free: i8, sc: i8,
           cz: i8, rej: i8, cb: i8, hb: f8, hrej: i8, routed: i8, hz: i8, hbk: i8,
           outcome: NDArray[np.int8], starts: f8) -> int:
-    """Serve a batch of requests (sorted by arrival) with their routing decisions.
+    """Serve requests (sorted by ``ready``) with their routing decisions.
+
+    ``t`` is each request's arrival (its latencies count from it), ``ready`` the time it is handed to its
+    backend (= ``t``, or later for deferred batch work released from its queue).
 
     Returns how many were processed: fewer than ``len(t)`` when the pool of pending requests is full
     (the caller grows it and calls again with the rest).
@@ -248,9 +257,10 @@ def serve(t: f8, zone: i8, wl: i8, inp: f8, out: f8, rid: i8, backend: i8, reaso
         if sc[1] == 0:
             return i
         base, n, c = boff[b], bn[b], cap[b]
-        while n > 0 and bheap[base] <= ti:
+        ri = ready[i]
+        while n > 0 and bheap[base] <= ri:
             n = _bpop(bheap, base, n)
-        start = ti
+        start = ri
         while n >= c:
             start = max(start, bheap[base])
             n = _bpop(bheap, base, n)
@@ -275,15 +285,30 @@ def serve(t: f8, zone: i8, wl: i8, inp: f8, out: f8, rid: i8, backend: i8, reaso
         pool_i[idx, PI_OK], pool_i[idx, PI_ID] = 1 if ok else 0, rid[i]
         sc[0] = _ppush(hk, hi, sc[0], idx, end)
         inflight[b] += 1.0
+        if wbatch[w]:
+            binflight[b] += 1.0
         cb[CB_ADMITTED, b, w] += 1
         routed[z, b_site[b]] += 1
         _busy(hb, b, start, end, 1.0, horizon)
     return len(t)
 
 
-@_jit
-def fail(failed: b1, at: float, horizon: float, bn: i8, inflight: f8, pool_f: f8, pool_i: i8, hk: f8, hi: i8,
-         free: i8, sc: i8, cz: i8, cb: i8, hb: f8, outcome: NDArray[np.int8]) -> None:
+@jit
+def due(since: float, until: float, bheap: f8, boff: i8, bn: i8, out: f8) -> None:
+    """``out[b]``: requests in service at backend b at ``since`` that end at or before ``until``."""
+    for b in range(bn.shape[0]):
+        c = 0
+        base = boff[b]
+        for j in range(bn[b]):
+            e = bheap[base + j]
+            if since < e <= until:
+                c += 1
+        out[b] = c
+
+
+@jit
+def fail(failed: b1, at: float, horizon: float, bn: i8, inflight: f8, binflight: f8, pool_f: f8, pool_i: i8,
+         hk: f8, hi: i8, free: i8, sc: i8, cz: i8, cb: i8, hb: f8, outcome: NDArray[np.int8]) -> None:
     """Drop every pending request of the ``failed`` backends at time ``at`` (lost to a shock)."""
     h = min(int(at // 3600.0), hb.shape[1] - 1)
     kept = 0
@@ -310,9 +335,10 @@ def fail(failed: b1, at: float, horizon: float, bn: i8, inflight: f8, pool_f: f8
         if failed[b]:
             bn[b] = 0
             inflight[b] = 0.0
+            binflight[b] = 0.0
 
 
-@_jit
+@jit
 def finish(pool_i: i8, hi: i8, sc: i8, cz: i8, cb: i8, outcome: NDArray[np.int8]) -> None:
     """Book every request still pending (after :func:`advance` to the horizon) as in flight."""
     for j in range(sc[0]):

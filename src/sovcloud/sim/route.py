@@ -26,14 +26,14 @@ requests herd onto one backend: the price of deciding in batches (smaller ``--ti
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sovcloud.routing.router import NO_BACKEND, OK, SATURATED, LoadState, RouteTable, route_many
 
-__all__ = ["FINE_ROUNDS", "MAX_ROUNDS", "decide_tick", "preferred_backend"]
+__all__ = ["FINE_ROUNDS", "MAX_ROUNDS", "KeyDecisions", "decide_keys", "decide_tick", "preferred_backend", "rank"]
 
 #: rounds with small quotas; later rounds admit up to each backend's limit
 FINE_ROUNDS = 4
@@ -44,7 +44,7 @@ i8 = NDArray[np.int64]
 f8 = NDArray[np.float64]
 
 
-def _rank(group: i8, n_groups: int) -> i8:
+def rank(group: i8, n_groups: int) -> i8:
     """Position of each element among the elements of its group, in order (0, 1, ...)."""
     order = np.argsort(group.astype(np.int32 if n_groups > 32000 else np.int16), kind="stable")
     counts = np.bincount(group, minlength=n_groups)
@@ -61,27 +61,38 @@ def _share(bo: i8, want: f8, room: f8, n_b: int) -> f8:
     ratio = np.minimum(1.0, np.divide(room, demand, out=np.ones(n_b), where=demand > 0))
     grant = np.floor(want * ratio[bo])
     left = room - np.bincount(bo, weights=grant, minlength=n_b)
-    extra = (_rank(bo, n_b) < left[bo]) & (grant < want)
+    extra = (rank(bo, n_b) < left[bo]) & (grant < want)
     out: f8 = grant + extra
     return out
 
 
-def decide_tick(table: RouteTable, state: LoadState, zone: i8, model: i8) -> tuple[i8, i8, int]:
-    """(backend, reason) of each request of a tick (in arrival order), and how many were cut after
-    ``MAX_ROUNDS`` rounds (rejected as saturated)."""
-    n, n_b = len(zone), len(table.backend_ids)
-    backend = np.full(n, -1, dtype=np.int64)
-    if n_b == 0:
-        return backend, np.full(n, NO_BACKEND, dtype=np.int64), 0
-    n_m = max(len(table.models), 1)
-    keys, inv, counts = np.unique(zone * n_m + model, return_inverse=True, return_counts=True)
-    kz, km = keys // n_m, keys % n_m
-    remaining = counts.astype(np.float64)
-    reason_k = np.full(len(keys), OK, dtype=np.int64)
-    lo = np.zeros(len(keys))  # requests of each key decided so far (they are its first ones)
-    segments: list[tuple[f8, f8, i8]] = []  # per round: [lo, hi) of each key's requests, backend
+@dataclass(frozen=True)
+class KeyDecisions:
+    """Decisions of a tick per key: who got which backend, in rounds (see module docstring)."""
+
+    segments: list[tuple[f8, f8, i8]]  # per round: [lo, hi) of each key's requests, and its backend (-1: none)
+    reason: i8  # [K] reason code of a key's undecided requests
+    granted: f8  # [K] requests of each key admitted
+    cut: int  # requests still undecided after MAX_ROUNDS rounds
+
+    def backends(self, key: i8, pos: i8) -> i8:
+        """Backend of each request given its key and its position among its key's requests (-1: none)."""
+        backend = np.full(len(key), -1, dtype=np.int64)
+        for start, hi, b_of_key in self.segments:
+            sel = (pos >= start[key]) & (pos < hi[key])
+            backend[sel] = b_of_key[key[sel]]
+        return backend
+
+
+def decide_keys(table: RouteTable, state: LoadState, kz: i8, km: i8, counts: f8) -> KeyDecisions:
+    """Decide ``counts[k]`` requests of each key (zone ``kz[k]``, model ``km[k]``) in rounds against ``state``."""
+    n_b = len(table.backend_ids)
+    remaining = np.asarray(counts, dtype=np.float64).copy()
+    reason_k = np.full(len(kz), OK, dtype=np.int64)
+    lo = np.zeros(len(kz))  # requests of each key decided so far (they are its first ones)
+    segments: list[tuple[f8, f8, i8]] = []
     extra = np.zeros(n_b)
-    active = np.arange(len(keys))
+    active = np.flatnonzero(remaining > 0)
     cut, rnd = 0, 0
     while len(active):
         if rnd == MAX_ROUNDS:
@@ -101,21 +112,31 @@ def decide_tick(table: RouteTable, state: LoadState, zone: i8, model: i8) -> tup
             step = np.maximum(1.0, np.ceil(state.slots * 4.0 ** rnd / 16.0))
             room = np.minimum(np.where(free >= 1.0, free, step), room)
         grant = _share(bo, remaining[act], room, n_b)
-        hi = np.zeros(len(keys))
+        hi = np.zeros(len(kz))
         start = lo.copy()
         hi[act] = lo[act] + grant
-        segments.append((start, hi, np.bincount(act, weights=bo + 1, minlength=len(keys)).astype(np.int64) - 1))
+        segments.append((start, hi, np.bincount(act, weights=bo + 1, minlength=len(kz)).astype(np.int64) - 1))
         lo[act] += grant
         remaining[act] -= grant
         extra += np.bincount(bo, weights=grant, minlength=n_b)
         active = act[remaining[act] > 0]
         rnd += 1
-    pos = _rank(inv, len(keys))
-    for start, hi, b_of_key in segments:
-        sel = (pos >= start[inv]) & (pos < hi[inv])
-        backend[sel] = b_of_key[inv[sel]]
-    reason = np.where(backend >= 0, OK, reason_k[inv])
-    return backend, reason.astype(np.int64), cut
+    return KeyDecisions(segments=segments, reason=reason_k, granted=lo, cut=cut)
+
+
+def decide_tick(table: RouteTable, state: LoadState, zone: i8, model: i8) -> tuple[i8, i8, int]:
+    """(backend, reason) of each request of a tick (in arrival order), and how many were cut after
+    ``MAX_ROUNDS`` rounds (rejected as saturated)."""
+    n, n_b = len(zone), len(table.backend_ids)
+    if n_b == 0:
+        return np.full(n, -1, dtype=np.int64), np.full(n, NO_BACKEND, dtype=np.int64), 0
+    n_m = max(len(table.models), 1)
+    keys, inv, counts = np.unique(zone * n_m + model, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    dec = decide_keys(table, state, keys // n_m, keys % n_m, counts.astype(np.float64))
+    backend = dec.backends(inv, rank(inv, len(keys)))
+    reason = np.where(backend >= 0, OK, dec.reason[inv])
+    return backend, reason.astype(np.int64), dec.cut
 
 
 def preferred_backend(table: RouteTable, state: LoadState) -> i8:

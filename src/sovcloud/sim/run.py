@@ -7,7 +7,9 @@ Pipeline::
     every tick (default 1 s of simulated time):
         shocks that start or end now change the fleet (sim/shocks.py)
         engine.advance(t)                  completions up to t free slots; LoadState.inflight follows
-        simroute.decide_tick(...)          the gateway's router (router.route_many) in rounds
+        every batch tick (default 5 s)     deferred batch work expires or is released into spare capacity
+                                           (sim/deferred.py; batch arrivals join their queues)
+        simroute.decide_tick(...)          the gateway's router (router.route_many) in rounds, interactive work
         engine.serve(...)                  FCFS multi-server queues, continuous batching (sim/kernels.py)
     engine.finish()                        what ends by the horizon is served, the rest in flight
     sim/metrics.py                         summary.json, Parquet tables, residency check, energy
@@ -38,6 +40,7 @@ from sovcloud.routing.router import LoadState, RouteTable
 from sovcloud.scenario.loader import load_scenario
 from sovcloud.scenario.shocks import parse_shock
 from sovcloud.sim.core import Engine
+from sovcloud.sim.deferred import Deferral
 from sovcloud.sim.route import decide_tick, preferred_backend
 from sovcloud.sim.shocks import ShockTimeline, parse_sim_shock
 from sovcloud.sim.traces import Trace, load_trace
@@ -68,6 +71,7 @@ class SimConfig:
     shocks: tuple[str, ...] = ()
     period: int | None = None
     chunk_s: float = 600.0
+    batch_tick_s: float = 5.0  # deferred batch work is released every this many simulated seconds
 
     def check(self) -> None:
         h, f, st = self.hours, self.sample, self.start_hour
@@ -75,6 +79,7 @@ class SimConfig:
                 ("--hours", h, h is None or 0 < h <= 24 * 31, "0 < H <= 744"),
                 ("--sample", f, f is None or 0 < f <= 1, "0 < F <= 1"),
                 ("--tick", self.tick_s, 0 < self.tick_s <= 60, "0 < seconds <= 60"),
+                ("--batch-tick", self.batch_tick_s, 0 < self.batch_tick_s <= 600, "0 < seconds <= 600"),
                 ("--queue-factor", self.queue_factor, 0 <= self.queue_factor <= 100, "0 <= Q <= 100"),
                 ("--burstiness", self.burstiness, 0 <= self.burstiness <= 10, "0 <= CV <= 10"),
                 ("--trace-scale", self.trace_scale, 0 < self.trace_scale <= 1e6, "0 < S <= 1e6"),
@@ -184,10 +189,12 @@ def _setup(plan: Path | str, config: SimConfig, rng: np.random.Generator) -> tup
         prefill_tokens_per_s=backends.prefill_tokens_per_s, tpot0_s=backends.tpot0_s, tpot1_s=backends.tpot1_s,
         max_batch=backends.max_batch.astype(np.float64),
         b_site=backends.site, rtt_s=table.rtt_ms / 1000.0, slo=_slo(world), n_sites=len(world.sites),
-        horizon_s=hours * 3600.0, pool_size=pool, track=0 if spread is None else len(spread.requests))
+        horizon_s=hours * 3600.0, pool_size=pool, track=0 if spread is None else len(spread.requests),
+        batch_workloads=world.ds.workload_kind.values == "batch")
     state = LoadState(healthy=np.ones(n_b, dtype=bool), inflight=engine.inflight, slots=slots.astype(np.float64),
                       service_s=backends.service_s(1.0), ttft_s=backends.prefill_s + backends.tpot_s(1.0),
-                      limit=slots * (1.0 + config.queue_factor))
+                      limit=slots * (1.0 + config.queue_factor), batch_inflight=engine.binflight,
+                      headroom=backends.headroom, batch_fill=backends.batch_fill)
     run = SimRun(plan_path=Path(plan), doc=doc, world=world, backends=backends, table=table, config=config,
                  traffic=traffic, sample=float(sample), horizon_s=hours * 3600.0, start_hour=int(start),
                  timeline=timeline, engine=engine, slots=slots, capacity_s=np.zeros((n_hours, n_b)), trace=trace,
@@ -233,33 +240,64 @@ def simulate(plan: Path | str, config: SimConfig,
     site_of = np.append(run.backends.site, -1)  # index -1 (no backend) -> site -1
     pref_site = site_of[pref]
     eng, n_zones, done = run.engine, len(run.world.zones), 0
+    deferral = _deferral(run, rates, pref)
+    wbatch = eng.wbatch.astype(bool)
+    release_at, expire_at = 0.0, 0.0
     for c0 in np.arange(0.0, run.horizon_s, config.chunk_s):
         c1 = min(float(c0) + config.chunk_s, run.horizon_s)
         reqs = _chunk(run, rates, rng, float(c0), c1, n_zones, done)
         done += len(reqs)
         edges = np.unique(np.concatenate([np.arange(c0, c1, config.tick_s),
+                                          np.arange(release_at, c1, config.batch_tick_s),
                                           [c for c in changes if c0 <= c < c1]]))
+        edges = edges[edges >= c0]
         bounds = np.append(np.searchsorted(reqs.t, edges), len(reqs))
-        for k, t in enumerate(edges.tolist()):
+        for i, t in enumerate(edges.tolist()):
             if t in change_set:
                 eng.advance(t)
                 fleet.apply(t)
-            i0, i1 = int(bounds[k]), int(bounds[k + 1])
+            if t >= release_at:  # deferred batch work first: released at t, before the tick's arrivals
+                eng.advance(t)
+                _refresh(state, run)
+                if t >= expire_at:
+                    deferral.expire(t)
+                    expire_at = t + 60.0
+                release_at = t + config.batch_tick_s
+                deferral.release(state, t, release_at)
+            i0, i1 = int(bounds[i]), int(bounds[i + 1])
             if i0 == i1:
                 continue
+            sl = reqs.take(slice(i0, i1))
+            is_batch = wbatch[sl.workload]
+            if is_batch.any():
+                deferral.push(sl.take(np.flatnonzero(is_batch)))
+                sl = sl.take(np.flatnonzero(~is_batch))
+                if not len(sl):
+                    continue
             eng.advance(t)
             _refresh(state, run)
-            sl = reqs.take(slice(i0, i1))
             backend, reason, cut = decide_tick(run.table, state, sl.zone, sl.model)
             run.routing_cut += cut
             eng.serve(sl.t, sl.zone, sl.workload, sl.inp, sl.out, sl.rid, backend, reason, pref_site[sl.zone, sl.model])
         if progress is not None:
             progress(c1 / 3600.0, run.horizon_s / 3600.0)
     fleet.close()
+    eng.advance(run.horizon_s)
+    deferral.finish(run.horizon_s)
     eng.finish()
     run.requests = done
     run.wall_s = time.perf_counter() - wall
     return run
+
+
+def _deferral(run: SimRun, rates: DemandRates, pref: NDArray[np.int64]) -> Deferral:
+    """The queues of the plan's batch workloads, one per (zone, model, workload) key with demand."""
+    batch = run.world.ds.workload_kind.values == "batch"
+    sel = np.flatnonzero(batch[rates.workload])
+    deadline = np.nan_to_num(run.world.ds.workload_deadline_h.values * 3600.0, nan=np.inf)
+    site_of = np.append(run.backends.site, -1)
+    return Deferral(run.table, run.engine, rates.zone[sel], rates.model[sel], rates.workload[sel],
+                    deadline[rates.workload[sel]], site_of[pref])
 
 
 def _chunk(run: SimRun, rates: DemandRates, rng: np.random.Generator, c0: float, c1: float, n_zones: int,
