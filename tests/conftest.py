@@ -30,6 +30,15 @@ def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def served_plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A solved plan of tests/data/tiny_served.yaml (tiny_a with the default serving headroom), read-only."""
+    src = str(Path(__file__).parent / "data" / "tiny_served.yaml")
+    out = tmp_path_factory.mktemp("servedplan")
+    write_plan(make_plan(load_scenario(src)), out, source=src)
+    return out
+
+
 @pytest.fixture
 def write(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Write a scenario overlay file and return its path."""

@@ -66,13 +66,13 @@ def _conserved(run: SimRun) -> None:
     assert int(e.cz[CZ_ARRIVALS].sum()) == run.requests > 0
 
 
-def test_the_plan_survives_its_own_simulator(plan_dir: Path) -> None:
+def test_the_plan_survives_its_own_simulator(served_plan_dir: Path) -> None:
     """plan -> simulate on a small scenario: every workload meets its SLO (batch: its deadline) for >= 95 % of
     its requests, < 0.5 % are rejected as saturated, and the simulator serves what the plan says it serves."""
-    run = _run(plan_dir, hours=24.0, sample=0.02)
+    run = _run(served_plan_dir, hours=24.0, sample=0.02)
     _conserved(run)
     s = build_outputs(run).summary
-    plan = json.loads((plan_dir / "plan.json").read_text())
+    plan = json.loads((served_plan_dir / "plan.json").read_text())
     period = str(run.backends.period)
     for w, att in s["slo_attainment"].items():
         assert att >= 0.95, (w, att)
@@ -89,12 +89,12 @@ def test_the_plan_survives_its_own_simulator(plan_dir: Path) -> None:
         assert served >= float(planned) - 0.02, (w, served, planned)
 
 
-def test_interactive_work_goes_first_when_the_fleet_is_short(plan_dir: Path) -> None:
+def test_interactive_work_goes_first_when_the_fleet_is_short(served_plan_dir: Path) -> None:
     """With every site at 45 % of its power the fleet cannot carry all work: chat keeps its targets (strict
     priority), batch waits in its queue (never refused for load), and every request is accounted for."""
-    sites = [s["site"] for s in json.loads((plan_dir / "plan.json").read_text())["sites"]]
+    sites = [s["site"] for s in json.loads((served_plan_dir / "plan.json").read_text())["sites"]]
     shocks = tuple(f"power-cut:{s}:0.45" for s in sites)
-    run = _run(plan_dir, hours=3.0, shocks=shocks)
+    run = _run(served_plan_dir, hours=3.0, shocks=shocks)
     _conserved(run)
     s = build_outputs(run).summary
     att = s["slo_attainment"]
@@ -113,7 +113,7 @@ def test_batch_past_its_deadline_expires(tmp_path: Path) -> None:
     """With a 15-minute deadline and the fleet down to a sliver, batch work expires in its queue."""
     src = (Path(__file__).parents[1] / "data" / "tiny_a.yaml").read_text(encoding="utf-8")
     path = tmp_path / "short.yaml"
-    path.write_text(src.replace("deadline_h: 24", "deadline_h: 0.25"), encoding="utf-8")
+    path.write_text(src.replace("deadline_h: 24", "deadline_h: 0.25"), encoding="utf-8")  # tiny_a, short deadline
     write_plan(make_plan(load_scenario(str(path))), tmp_path / "plan", source=str(path))
     sites = [s["site"] for s in json.loads((tmp_path / "plan" / "plan.json").read_text())["sites"]]
     run = _run(tmp_path / "plan", hours=1.0, shocks=tuple(f"power-cut:{s}:0.05" for s in sites))

@@ -311,11 +311,29 @@ def _milp(h: highspy.Highs, cols: _Columns, best: _Candidate | None, end: float,
         start.value_valid = True
         h.setSolution(start)
     status = _run(h)
+    found = _incumbent(h)
+    if found is None and best is not None and h.getInfo().primal_solution_status == 2:
+        # HiGHS reported an incumbent whose values it did not return (seen with a warm start that it
+        # improved on): branch again from scratch for the rest of the time
+        h.clearSolver()
+        _limit(h, max(1.0, end - time.perf_counter()))
+        status = _run(h)
+        found = _incumbent(h)
+    return status, found, float(h.getInfo().mip_dual_bound)
+
+
+def _incumbent(h: highspy.Highs) -> _Candidate | None:
+    """The MIP's plan and its objective, when HiGHS has one and its values cost what it reports."""
     info = h.getInfo()
-    found = None
-    if info.primal_solution_status == 2:  # kSolutionStatusFeasible
-        found = (float(info.objective_function_value), np.array(h.getSolution().col_value))
-    return status, found, float(info.mip_dual_bound)
+    if info.primal_solution_status != 2:  # kSolutionStatusFeasible
+        return None
+    x = np.array(h.getSolution().col_value)
+    lp = h.getLp()
+    obj = float(np.dot(np.asarray(lp.col_cost_), x) + lp.offset_)
+    reported = float(info.objective_function_value)
+    if abs(obj - reported) > 1e-7 * max(1.0, abs(reported)):
+        return None
+    return obj, x
 
 
 def _pick(best: _Candidate | None, found: _Candidate | None, used_fallback: bool,

@@ -140,6 +140,8 @@ class SimSummary(_Doc):
     requests: SimRequests
     rejections: dict[str, int]
     slo_attainment: dict[str, float]
+    served_share: dict[str, float] = Field(default_factory=dict)
+    deadline_missed: dict[str, int] = Field(default_factory=dict)
     latency_s: dict[str, WorkloadLatency]
     residency_violations: int = Field(ge=0)
     utilization: dict[str, float]

@@ -137,6 +137,25 @@ def build_outputs(run: SimRun) -> SimOutputs:
     return SimOutputs(summary=summary, tables=tables, run_info=info)
 
 
+def _served_share(zc: dict[str, i8], workloads: list[str]) -> dict[str, float]:
+    """Per workload (and ``all``): served / (arrivals - in flight at the end), the simulator's counterpart of
+    the plan's served share."""
+    out: dict[str, float] = {}
+    for i, w in enumerate([*workloads, "all"]):
+        pick = (slice(None), slice(None)) if w == "all" else (slice(None), i)
+        done = int(zc["arrivals"][pick].sum() - zc["in_flight"][pick].sum())
+        if done > 0:
+            out[w] = int(zc["served"][pick].sum()) / done
+    return out
+
+
+def _deadline_missed(run: SimRun, zc: dict[str, i8], workloads: list[str]) -> dict[str, int]:
+    """Per batch workload: requests that missed their deadline (served late, or expired in the queue)."""
+    kind = run.world.ds.workload_kind.values
+    return {w: int(zc["served"][:, i].sum() - zc["slo_met"][:, i].sum() + zc["rejected_expired"][:, i].sum())
+            for i, w in enumerate(workloads) if kind[i] == "batch"}
+
+
 def _summary(run: SimRun, by_workload: pd.DataFrame, zc: dict[str, i8], workloads: list[str],
              utilization: dict[str, float], foot: dict[str, NDArray[np.float64]]) -> dict[str, Any]:
     tot = {n: int(v.sum()) for n, v in zc.items()}
@@ -155,6 +174,8 @@ def _summary(run: SimRun, by_workload: pd.DataFrame, zc: dict[str, i8], workload
                      "lost": tot["lost"], "in_flight": tot["in_flight"]},
         "rejections": {name: tot[f"rejected_{name}"] for name in REASONS[1:]},
         "slo_attainment": slo,
+        "served_share": _served_share(zc, workloads),
+        "deadline_missed": _deadline_missed(run, zc, workloads),
         "latency_s": {w: _latency(rows[w]) for w in workloads if rows[w]["served"] > 0},
         "residency_violations": residency_violations(run.world, run.engine.routed),
         "utilization": utilization,
