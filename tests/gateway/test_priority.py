@@ -1,4 +1,4 @@
-"""Strict priority at the gateway: deferred batch work takes spare slots only, interactive work never waits behind it."""
+"""Strict priority at the gateway: deferred batch work takes spare slots only; interactive work never waits for it."""
 
 from __future__ import annotations
 

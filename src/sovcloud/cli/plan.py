@@ -10,6 +10,7 @@ from sovcloud.errors import UsageError
 from sovcloud.vocab import DEFAULT_SCENARIO
 
 from .common import cli_errors, out_console
+from .simulate import check_plan
 
 __all__ = ["register"]
 
@@ -25,6 +26,10 @@ def plan(
     compare_greedy: bool = typer.Option(True, "--compare-greedy/--no-compare-greedy",
                                         help="also solve the greedy baseline and report the saving"),
     report: bool = typer.Option(True, "--report/--no-report", help="also write the HTML report (report.html)"),
+    check: bool = typer.Option(False, "--check", help="then replay the plan's busiest day through the simulator "
+                                                      "and print it beside the plan (exit 1 when it does not hold)"),
+    check_sample: float | None = typer.Option(None, "--check-sample", help="fraction of arrivals and slots the "
+                                                                           "check replays (default: automatic)"),
 ) -> None:
     """Plan the multi-year buildout (sites, chips, flows) at the lowest cost, and explain shortfalls."""
     if solver not in ("milp", "greedy"):
@@ -54,9 +59,12 @@ def plan(
     print_summary(result, out_console, greedy)
     source = str(Path(path).resolve()) if path is not None and Path(path).is_file() else (path or DEFAULT_SCENARIO)
     written = write_plan(result, out, greedy, source)
+    held = check_plan(out / "plan.json", out / "check", check_sample) if check else True
     if report:
-        written.append(write_report(out / "plan.json", out / "report.html"))
+        written.append(write_report(out / "plan.json", out / "report.html", out / "check" if check else None))
     out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False, highlight=False)
+    if not held:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

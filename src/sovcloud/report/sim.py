@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots  # type: ignore[import-untyped]
 from sovcloud.report.charts import PALETTE, base_layout, color_map
 from sovcloud.report.inputs import SimInputs
 
-__all__ = ["latency_rows", "sim_facts", "slo_figure", "timeline_figure", "utilization_figure"]
+__all__ = ["latency_rows", "plan_rows", "sim_facts", "slo_figure", "timeline_figure", "utilization_figure"]
 
 
 def _ms(seconds: float | None) -> str:
@@ -54,6 +54,24 @@ def latency_rows(sim: SimInputs) -> list[dict[str, str]]:
             for q in ("p50", "p95", "p99"):
                 row[f"{metric}_{q}"] = _ms(getattr(pct, q))
         rows.append(row)
+    return rows
+
+
+def plan_rows(sim: SimInputs, planned: dict[str, list[float | None]], periods: list[int]) -> list[dict[str, str]]:
+    """One row per workload: the plan's served share in the simulated period beside the simulation's served
+    share and SLO attainment (batch: on time), and its deadline misses."""
+    s = sim.summary
+    i = periods.index(s.period) if s.period in periods else -1
+    rows = []
+    for w in [*planned, "all"]:
+        if w not in s.slo_attainment:
+            continue
+        p = planned.get(w, [])
+        share = p[i] if w != "all" and 0 <= i < len(p) else None
+        rows.append({"workload": w, "planned": "–" if share is None else f"{share:.1%}",
+                     "served": f"{s.served_share[w]:.1%}" if w in s.served_share else "–",
+                     "slo": f"{s.slo_attainment[w]:.1%}",
+                     "missed": f"{s.deadline_missed[w]:,}" if w in s.deadline_missed else "–"})
     return rows
 
 

@@ -37,7 +37,7 @@ from sovcloud.report.charts import (
 )
 from sovcloud.report.inputs import PlanInputsForReport, SimInputs, load_plan_inputs, load_sim
 from sovcloud.report.map import map_figure
-from sovcloud.report.sim import latency_rows, sim_facts, slo_figure, timeline_figure, utilization_figure
+from sovcloud.report.sim import latency_rows, plan_rows, sim_facts, slo_figure, timeline_figure, utilization_figure
 from sovcloud.report.sources import source_rows
 
 __all__ = ["TOP_FLOWS", "build_report", "write_report"]
@@ -166,7 +166,9 @@ def _sim_context(sim: SimInputs, inp: PlanInputsForReport, warnings: list[str]) 
     timeline = timeline_figure(sim)
     if timeline is not None:
         figures.append(_figure("fig-sim-timeline", timeline))
-    return {"path": str(sim.path), "facts": sim_facts(sim), "latency": latency_rows(sim), "figures": figures}
+    share = inp.plan.served_share
+    return {"path": str(sim.path), "facts": sim_facts(sim), "latency": latency_rows(sim), "figures": figures,
+            "versus": plan_rows(sim, share.by_workload, share.periods), "period": s.period}
 
 
 def build_report(plan_dir_or_json: Path, sim_dir: Path | None = None) -> str:

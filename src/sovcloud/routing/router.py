@@ -25,6 +25,8 @@ Decision for a request with data origin o, client zone z and model m
     A = {b in H : inflight[b] < limit[b]}           empty -> "saturated"
     wait_s[b]  = max(0, inflight[b] - slots[b] + 1) / slots[b] * service_s[b]   (FCFS over slots)
     score[b]   = rtt_ms[z, b] + 1000 (ttft_s[b] + wait_s[b])                   (expected ms to first token)
+                 + OVER_BUDGET_MS [rtt_ms[z, b] > budget_ms[w]]    (w: the request's workload, when known:
+                                                                    beyond its RTT budget only as a last resort)
     choose argmin_{b in A} score[b]  (ties: the lowest index, so decisions are deterministic)
 :func:`route_many` decides a whole batch of requests against one state (vectorised over the distinct
 (o, z, m) keys of the batch); :func:`route` is the same computation for one request, with an
@@ -47,6 +49,7 @@ __all__ = [
     "EXPIRED",
     "NO_BACKEND",
     "OK",
+    "OVER_BUDGET_MS",
     "REASONS",
     "RESIDENCY",
     "SATURATED",
@@ -60,6 +63,9 @@ __all__ = [
 ]
 
 OK, NO_BACKEND, RESIDENCY, UNHEALTHY, SATURATED, EXPIRED = 0, 1, 2, 3, 4, 5
+#: added to the score of a backend beyond the request's workload RTT budget: it is chosen only when no
+#: backend within the budget is available (a late answer over a refusal)
+OVER_BUDGET_MS = 1e6
 #: reason code -> machine-readable name (an index of this tuple is what the arrays carry); the router
 #: decides the first five; ``expired`` is deferred batch work whose deadline passed in its queue
 REASONS = ("ok", "no_backend", "residency", "unhealthy", "saturated", "expired")
@@ -80,6 +86,7 @@ class RouteTable:
     model: IntArray  # [b] model index of each backend
     allowed: BoolArray  # [o, b] residency: may data of origin zone o be processed at backend b
     rtt_ms: FloatArray  # [z, b]
+    budget_ms: FloatArray = field(default_factory=lambda: np.zeros(0))  # [w] RTT budget of each workload (inf: none)
     _candidates: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -88,6 +95,7 @@ class RouteTable:
         residency = world.ds.residency.transpose("zone", "site").values.astype(bool)
         rtt = world.ds.rtt_ms.transpose("zone", "site").values.astype(np.float64)
         site_of = backends.site
+        budget = np.nan_to_num(world.ds.workload_rtt_budget_ms.values.astype(np.float64), nan=np.inf)
         return cls(
             zones=zones,
             models=backends.models,
@@ -96,6 +104,7 @@ class RouteTable:
             model=backends.model.copy(),
             allowed=residency[:, site_of].copy(),
             rtt_ms=rtt[:, site_of].copy(),
+            budget_ms=budget,
         )
 
     def zone_index(self, zone: str) -> int:
@@ -200,14 +209,24 @@ class Decision:
     site: str | None
 
 
+def _over_budget(table: RouteTable, client: IntArray, workload: IntArray | None) -> FloatArray | float:
+    """OVER_BUDGET_MS where a backend is beyond the request's workload RTT budget, else 0 ([K, B])."""
+    if workload is None or not len(table.budget_ms):
+        return 0.0
+    budget = np.where(workload >= 0, table.budget_ms[np.maximum(workload, 0)], np.inf)
+    out: FloatArray = np.where(table.rtt_ms[client] > budget[:, None], OVER_BUDGET_MS, 0.0)
+    return out
+
+
 def _decide(table: RouteTable, state: LoadState, origin: IntArray, client: IntArray,
-            model: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+            model: IntArray, workload: IntArray | None = None) -> tuple[IntArray, IntArray, FloatArray]:
     """The decision of the module docstring for K keys at once ([K] arrays in, [K] arrays out)."""
     serves = table.model[None, :] == model[:, None]  # [K, B]
     compliant = serves & table.allowed[origin]
     healthy = compliant & state.healthy[None, :]
     avail = healthy & (state.inflight < state.limit)[None, :]
-    score = table.rtt_ms[client] + 1000.0 * (state.ttft_s + state.wait_s())[None, :]
+    score = table.rtt_ms[client] + 1000.0 * (state.ttft_s + state.wait_s())[None, :] \
+        + _over_budget(table, client, workload)
     score = np.where(avail, score, np.inf)
     best = np.argmin(score, axis=1)
     expected = score[np.arange(len(best)), best]
@@ -221,7 +240,7 @@ def _decide(table: RouteTable, state: LoadState, origin: IntArray, client: IntAr
 
 
 def route_many(table: RouteTable, state: LoadState, origin: IntArray, client: IntArray,
-               model: IntArray) -> Decisions:
+               model: IntArray, workload: IntArray | None = None) -> Decisions:
     """Decide every request of a batch against one state (requests with equal keys decide alike)."""
     o = np.asarray(origin, dtype=np.int64)
     z = np.asarray(client, dtype=np.int64)
@@ -229,14 +248,18 @@ def route_many(table: RouteTable, state: LoadState, origin: IntArray, client: In
     if len(o) == 0:
         return Decisions(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     Z, M = len(table.zones), max(len(table.models), 1)
-    keys = (o * Z + z) * M + m
+    W = max(len(table.budget_ms), 1)
+    w = np.zeros_like(o) if workload is None else np.asarray(workload, dtype=np.int64)
+    keys = ((o * Z + z) * M + m) * W + w
     uniq, inverse = np.unique(keys, return_inverse=True)
-    b, r, e = _decide(table, state, uniq // (Z * M), (uniq // M) % Z, uniq % M)
+    inverse = inverse.reshape(-1)
+    b, r, e = _decide(table, state, uniq // (Z * M * W), (uniq // (M * W)) % Z, (uniq // W) % M,
+                      None if workload is None else uniq % W)
     return Decisions(backend=b[inverse], reason=r[inverse], expected_ms=e[inverse])
 
 
 def route(table: RouteTable, state: LoadState, origin: int, client: int, model: int,
-          exclude: BoolArray | None = None) -> Decision:
+          exclude: BoolArray | None = None, workload: int = -1) -> Decision:
     """Decide one request; ``exclude`` marks backends already tried (retries stay inside C).
 
     The scalar form of :func:`route_many`'s computation over the cached candidate list of (origin,
@@ -244,6 +267,7 @@ def route(table: RouteTable, state: LoadState, origin: int, client: int, model: 
     tests check that both give the same backend and reason for every request.
     """
     rtt = table.rtt_ms[client]
+    budget = float(table.budget_ms[workload]) if 0 <= workload < len(table.budget_ms) else np.inf
     best, best_score, any_healthy = -1, np.inf, False
     for b in table.candidates(origin, model):
         if not state.healthy[b] or (exclude is not None and exclude[b]):
@@ -253,7 +277,7 @@ def route(table: RouteTable, state: LoadState, origin: int, client: int, model: 
         if inflight >= state.limit[b]:
             continue
         wait = max(inflight - slots + 1.0, 0.0) / max(slots, 1.0) * state.service_s[b]
-        score = rtt[b] + 1000.0 * (state.ttft_s[b] + wait)
+        score = rtt[b] + 1000.0 * (state.ttft_s[b] + wait) + (OVER_BUDGET_MS if rtt[b] > budget else 0.0)
         if score < best_score:
             best, best_score = b, score
     if best >= 0:

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sovcloud.routing.router import EXPIRED, NO_BACKEND, RESIDENCY, LoadState, RouteTable
-from sovcloud.sim import kernels as k
+from sovcloud.sim import kernels
 from sovcloud.sim.core import Engine
 from sovcloud.sim.kernels import jit
 from sovcloud.sim.route import decide_keys, rank
@@ -52,7 +52,8 @@ def _push(q: i8, t: f8, inp: f8, out: f8, rid: i8, off: i8, cap: i8, head: i8, s
         j = off[k] + (head[k] + size[k]) % cap[k]
         bt[j], bi[j], bo[j], br[j] = t[i], inp[i], out[i], rid[i]
         size[k] += 1
-    return q.shape[0]
+    n: int = q.shape[0]
+    return n
 
 
 @jit
@@ -186,11 +187,12 @@ class Deferral:
         if not q.size.any():
             return
         eng = self.engine
-        k.due(now, until, eng.bheap, eng.boff, eng.bn, self._due)
+        kernels.due(now, until, eng.bheap, eng.boff, eng.bn, self._due)
         limit = state.batch_limit() + self._due
         if not (state.healthy & (limit > state.inflight)).any():
             return
-        dec = decide_keys(self.table, replace(state, limit=limit), q.zone, q.model, q.size.astype(np.float64))
+        dec = decide_keys(self.table, replace(state, limit=limit), q.zone, q.model, q.size.astype(np.float64),
+                          q.workload)
         taken = q.take(np.rint(dec.granted).astype(np.int64))
         if not len(taken):
             return
@@ -210,10 +212,10 @@ class Deferral:
         left = self.queue.take(self.queue.size.copy())
         eng = self.engine
         z, w = self.queue.zone[left.key], self.queue.workload[left.key]
-        np.add.at(eng.cz[k.CZ_ARRIVALS], (z, w), 1)
-        np.add.at(eng.cz[k.CZ_INFLIGHT], (z, w), 1)
+        np.add.at(eng.cz[kernels.CZ_ARRIVALS], (z, w), 1)
+        np.add.at(eng.cz[kernels.CZ_INFLIGHT], (z, w), 1)
         if eng.outcome.shape[0] > 0:
-            eng.outcome[left.rid] = k.OUT_INFLIGHT
+            eng.outcome[left.rid] = kernels.OUT_INFLIGHT
 
     def _reject(self, r: Requests, reason: i8) -> None:
         self.engine.serve(r.t, r.zone, r.workload, r.inp, r.out, r.rid, np.full(len(r), -1, np.int64),

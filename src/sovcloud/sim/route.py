@@ -2,7 +2,7 @@
 
 The simulator routes in ticks (default 1 s of simulated time): all arrivals of a tick are decided
 by :func:`sovcloud.routing.router.route_many` against the load state at the tick's start (the in-flight
-counts of the engine). Requests of one key (zone, model; origin = client = the zone) decide alike,
+counts of the engine). Requests of one key (zone, model, workload; origin = client = the zone) decide alike,
 so one call would send all of a key's requests to the same backend, while a gateway deciding one
 request at a time sees its own admissions. So a tick is decided in rounds over its distinct keys,
 each a ``route_many`` call on the keys with requests still undecided, with the in-flight counts
@@ -84,8 +84,10 @@ class KeyDecisions:
         return backend
 
 
-def decide_keys(table: RouteTable, state: LoadState, kz: i8, km: i8, counts: f8) -> KeyDecisions:
-    """Decide ``counts[k]`` requests of each key (zone ``kz[k]``, model ``km[k]``) in rounds against ``state``."""
+def decide_keys(table: RouteTable, state: LoadState, kz: i8, km: i8, counts: f8,
+                kw: i8 | None = None) -> KeyDecisions:
+    """Decide ``counts[k]`` requests of each key (zone ``kz[k]``, model ``km[k]``, workload ``kw[k]``) in rounds
+    against ``state``."""
     n_b = len(table.backend_ids)
     remaining = np.asarray(counts, dtype=np.float64).copy()
     reason_k = np.full(len(kz), OK, dtype=np.int64)
@@ -100,7 +102,8 @@ def decide_keys(table: RouteTable, state: LoadState, kz: i8, km: i8, counts: f8)
             cut = int(remaining[active].sum())
             break
         inflight = state.inflight + extra
-        d = route_many(table, replace(state, inflight=inflight), kz[active], kz[active], km[active])
+        d = route_many(table, replace(state, inflight=inflight), kz[active], kz[active], km[active],
+                       None if kw is None else kw[active])
         rejected = d.backend < 0
         reason_k[active[rejected]] = d.reason[rejected]
         act, bo = active[~rejected], d.backend[~rejected]
@@ -124,16 +127,19 @@ def decide_keys(table: RouteTable, state: LoadState, kz: i8, km: i8, counts: f8)
     return KeyDecisions(segments=segments, reason=reason_k, granted=lo, cut=cut)
 
 
-def decide_tick(table: RouteTable, state: LoadState, zone: i8, model: i8) -> tuple[i8, i8, int]:
+def decide_tick(table: RouteTable, state: LoadState, zone: i8, model: i8,
+                workload: i8 | None = None) -> tuple[i8, i8, int]:
     """(backend, reason) of each request of a tick (in arrival order), and how many were cut after
     ``MAX_ROUNDS`` rounds (rejected as saturated)."""
     n, n_b = len(zone), len(table.backend_ids)
     if n_b == 0:
         return np.full(n, -1, dtype=np.int64), np.full(n, NO_BACKEND, dtype=np.int64), 0
-    n_m = max(len(table.models), 1)
-    keys, inv, counts = np.unique(zone * n_m + model, return_inverse=True, return_counts=True)
+    n_m, n_w = max(len(table.models), 1), max(len(table.budget_ms), 1)
+    w = np.zeros_like(zone) if workload is None else workload
+    keys, inv, counts = np.unique((zone * n_m + model) * n_w + w, return_inverse=True, return_counts=True)
     inv = inv.reshape(-1)
-    dec = decide_keys(table, state, keys // n_m, keys % n_m, counts.astype(np.float64))
+    dec = decide_keys(table, state, keys // (n_m * n_w), (keys // n_w) % n_m, counts.astype(np.float64),
+                      None if workload is None else keys % n_w)
     backend = dec.backends(inv, rank(inv, len(keys)))
     reason = np.where(backend >= 0, OK, dec.reason[inv])
     return backend, reason.astype(np.int64), dec.cut

@@ -276,7 +276,7 @@ def simulate(plan: Path | str, config: SimConfig,
                     continue
             eng.advance(t)
             _refresh(state, run)
-            backend, reason, cut = decide_tick(run.table, state, sl.zone, sl.model)
+            backend, reason, cut = decide_tick(run.table, state, sl.zone, sl.model, sl.workload)
             run.routing_cut += cut
             eng.serve(sl.t, sl.zone, sl.workload, sl.inp, sl.out, sl.rid, backend, reason, pref_site[sl.zone, sl.model])
         if progress is not None:

@@ -67,8 +67,8 @@ def model_services(world: World) -> dict[str, ModelService]:
             continue
         used = [w for w, x in zip(names, weights, strict=True) if x > 0]
         share = {w: float(x) / total for w, x in zip(names, weights, strict=True)}
-        ttfts = [wl[w].ttft_s for w in used if wl[w].ttft_s is not None]
-        tpots = [wl[w].tpot_s for w in used if wl[w].tpot_s is not None]
+        ttfts = [x for x in (wl[w].ttft_s for w in used) if x is not None]
+        tpots = [x for x in (wl[w].tpot_s for w in used) if x is not None]
         out[str(m)] = ModelService(
             model=str(m), workloads=tuple(used),
             input_tokens=sum(share[w] * wl[w].input_tokens for w in used),
