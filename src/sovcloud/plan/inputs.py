@@ -16,8 +16,10 @@ Time slices
 Peak within a slice (interactive work)
     ``peak[g, m, p, t]`` = the busiest hour's rate of group g in slice t over the slice's mean (1 for
     batch). The capacity rows hold each site's use at ``peak[s, m, w, p, t]``, the demand-weighted mean of
-    the peaks of the groups that may route to s: interactive work is sized for the busiest hour of a
-    slice, while flows, energy and served tokens stay at the slice's mean.
+    the peaks of the groups expected there (each group's demand spread over its ``PEAK_SITES`` = 2 nearest
+    feasible sites, where the router sends it first; a weighted mean of peaks bounds the peak of their sum):
+    interactive work is sized for the busiest hour of a slice, while flows, energy and served tokens stay
+    at the slice's mean.
 Capacity per chip (the serving discipline of :mod:`sovcloud.world.serving`)
     Each (model m, chip c) runs one engine type at m's operating point: the batch cap under the strictest
     TTFT/TPOT targets of m's workloads at m's typical request shape, at the tensor-parallel degree with
@@ -47,7 +49,10 @@ from sovcloud.policy.masks import policy_dates
 from sovcloud.world.compiled import World
 from sovcloud.world.serving import deployment_service, model_services
 
-__all__ = ["Demand", "PlanInputs", "crf", "plan_inputs"]
+__all__ = ["PEAK_SITES", "Demand", "PlanInputs", "crf", "plan_inputs"]
+
+#: a group's demand is expected at this many of its nearest feasible sites when a site's peak factor is formed
+PEAK_SITES = 2
 
 
 def crf(rate: float, years: float) -> float:
@@ -192,7 +197,7 @@ def _slice_peak(hourly: NDArray[np.float64], T: int) -> NDArray[np.float64]:
 
 
 def _site_peak(world: World, demand: dict[str, Demand], periods: list[int], T: int) -> NDArray[np.float64]:
-    """``peak[site, model, workload, period, slice]``: demand-weighted peak of the groups routable to each site."""
+    """``peak[site, model, workload, period, slice]``: the demand-weighted peak of the groups expected at each site."""
     ds = world.ds
     out = np.ones((len(ds.site), len(ds.model), len(ds.workload), len(periods), T))
     m_index = {str(m): i for i, m in enumerate(ds.model.values)}
@@ -201,10 +206,14 @@ def _site_peak(world: World, demand: dict[str, Demand], periods: list[int], T: i
         if dem is None or dem.kind == "batch":
             continue
         g = dem.ds
-        route = g.route.values.astype(np.float64)  # [g, s]
+        route = g.route.values  # [g, s]
+        # where each group's demand is expected: spread over its PEAK_SITES nearest feasible sites
+        rank = np.argsort(np.argsort(np.where(route, g.rtt_ms.values, np.inf), axis=1), axis=1)
+        near = route & (rank < PEAK_SITES)
+        share = near / np.maximum(near.sum(axis=1, keepdims=True), 1)  # [g, s]
         d, pk = g.demand.values, g.peak.values  # [g, m', p, t]
-        top = np.einsum("gs,gmpt->smpt", route, d * pk)
-        bottom = np.einsum("gs,gmpt->smpt", route, d)
+        top = np.einsum("gs,gmpt->smpt", share, d * pk)
+        bottom = np.einsum("gs,gmpt->smpt", share, d)
         mi = [m_index[str(m)] for m in g.model.values]
         out[:, mi, wi] = np.divide(top, bottom, out=np.ones_like(top), where=bottom > 0)
     return out

@@ -16,7 +16,8 @@ Live state per backend (:class:`LoadState`, owned and updated by the caller)
 Serving discipline: interactive work has strict priority, batch work is deferred
     interactive requests are decided against limit[b] (they may queue at a backend);
     batch requests wait in their own queue (the simulator's, the gateway's) and are decided against
-    batch_limit[b] = clip(floor(slots[b] batch_fill - (inflight[b] - batch_inflight[b]) headroom[b]), 0, slots[b]):
+    batch_limit[b] = clip(floor(I[b] + batch_fill max(0, slots[b] - I[b] (1 + headroom[b]))), 0, slots[b]),
+    I[b] = inflight[b] - batch_inflight[b] (interactive work in flight):
     they only take slots that are free and that interactive work does not hold in reserve, so they never
     queue at a backend and interactive work never waits behind them (:meth:`LoadState.for_batch`).
 Decision for a request with data origin o, client zone z and model m
@@ -176,8 +177,8 @@ class LoadState:
         batch = np.zeros_like(self.inflight) if self.batch_inflight is None else self.batch_inflight
         headroom = np.zeros_like(self.inflight) if self.headroom is None else self.headroom
         interactive = np.maximum(self.inflight - batch, 0.0)
-        out: FloatArray = np.clip(np.floor(self.slots * self.batch_fill - interactive * headroom + 1e-9),
-                                  0.0, self.slots)
+        spare = np.maximum(self.slots - interactive * (1.0 + headroom), 0.0)
+        out: FloatArray = np.clip(np.floor(interactive + self.batch_fill * spare + 1e-9), 0.0, self.slots)
         return out
 
     def for_batch(self) -> LoadState:

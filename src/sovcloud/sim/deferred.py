@@ -6,9 +6,11 @@ order, so earliest deadline first within a key) and the simulator releases them 
 
     expire   (every minute) a queued request whose deadline t_i + deadline_w has passed is taken
              out and rejected as ``expired`` (the OpenAI Batch API's status for it)
-    room[b]  = batch_limit[b] + due[b]      batch_limit of the router core (LoadState.batch_limit):
+    room[b]  = batch_limit[b] + reuse[b]    batch_limit of the router core (LoadState.batch_limit):
                                             free slots interactive work does not hold in reserve;
-                                            due[b]: requests of b that end before the next release
+                                            reuse[b] = floor(due[b] batch_inflight[b] / inflight[b]), due[b]:
+                                            requests of b that end before the next release (the batch
+                                            share of them frees slots batch work may take again)
     decide   the router core decides the queued counts per key against that room
              (:func:`sovcloud.sim.route.decide_counts`): granted requests leave their queues in
              arrival order and start at the release time or when their slot frees (within the tick)
@@ -188,7 +190,11 @@ class Deferral:
             return
         eng = self.engine
         kernels.due(now, until, eng.bheap, eng.boff, eng.bn, self._due)
-        limit = state.batch_limit() + self._due
+        # the batch requests among those that end before the next release free slots batch work may reuse
+        # (expected: the batch share of what is in flight); interactive completions stay interactive work's
+        batch = eng.binflight
+        reuse = np.floor(self._due * np.divide(batch, eng.inflight, out=np.zeros_like(batch), where=eng.inflight > 0))
+        limit = state.batch_limit() + reuse
         if not (state.healthy & (limit > state.inflight)).any():
             return
         dec = decide_keys(self.table, replace(state, limit=limit), q.zone, q.model, q.size.astype(np.float64),

@@ -1,0 +1,57 @@
+"""The serving discipline in the router core: batch work only in spare slots; the RTT budget as a last resort."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sovcloud.routing.router import LoadState, RouteTable, route, route_many
+
+
+def _state(slots: float, inflight: float, batch: float, headroom: float, fill: float) -> LoadState:
+    one = np.ones(1)
+    return LoadState(healthy=np.ones(1, bool), inflight=np.array([inflight]), slots=np.array([slots]),
+                     service_s=one, ttft_s=one * 0.01, limit=np.array([2 * slots]),
+                     batch_inflight=np.array([batch]), headroom=np.array([headroom]), batch_fill=fill)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 500), st.integers(0, 600), st.floats(0, 1), st.floats(0, 3), st.floats(0.5, 1))
+def test_batch_limit_leaves_interactive_its_reserve(slots: int, interactive: int, batch_share: float,
+                                                    headroom: float, fill: float) -> None:
+    batch = float(np.floor(batch_share * slots))
+    st_ = _state(float(slots), interactive + batch, batch, headroom, fill)
+    limit = float(st_.batch_limit()[0])
+    assert 0.0 <= limit <= slots
+    room_for_batch = limit - interactive  # batch may be in flight up to this many
+    assert room_for_batch <= fill * max(0.0, slots - interactive * (1 + headroom)) + 1e-9
+    if interactive == 0:
+        assert limit == np.floor(fill * slots + 1e-9)
+
+
+def test_for_batch_routes_only_into_spare_slots() -> None:
+    t = RouteTable(zones=("z",), models=("m",), backend_ids=("a/m/c",), backend_site=("a",),
+                   model=np.zeros(1, np.int64), allowed=np.ones((1, 1), bool), rtt_ms=np.zeros((1, 1)))
+    busy = _state(10.0, 6.0, 0.0, 1.0, 1.0)  # 6 interactive in flight with headroom 1: they hold 12 > 10 slots
+    assert route(t, busy, 0, 0, 0).reason == "ok"  # interactive: still admitted (limit 20)
+    assert route(t, busy.for_batch(), 0, 0, 0).reason == "saturated"  # batch: no spare slot
+    idle = _state(10.0, 2.0, 0.0, 1.0, 1.0)  # 2 interactive hold 4 slots: 6 spare
+    assert route(t, idle.for_batch(), 0, 0, 0).reason == "ok"
+
+
+def test_a_backend_beyond_the_rtt_budget_is_a_last_resort() -> None:
+    # backend 0 is 120 ms away but answers 30 ms sooner; backend 1 is 90 ms away: voice (budget 100 ms) takes 1,
+    # chat (no budget given) takes 0; with backend 1 full, voice falls back to 0 rather than being refused
+    t = RouteTable(zones=("z",), models=("m",), backend_ids=("far/m/c", "near/m/c"), backend_site=("far", "near"),
+                   model=np.zeros(2, np.int64), allowed=np.ones((1, 2), bool), rtt_ms=np.array([[120.0, 90.0]]),
+                   budget_ms=np.array([np.inf, 100.0]))
+    two = np.ones(2)
+    st_ = LoadState(healthy=np.ones(2, bool), inflight=np.zeros(2), slots=two * 4, service_s=two,
+                    ttft_s=np.array([0.01, 0.07]), limit=two * 8)
+    assert route(t, st_, 0, 0, 0, workload=0).backend == 0
+    assert route(t, st_, 0, 0, 0, workload=1).backend == 1
+    d = route_many(t, st_, np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.array([0, 1]))
+    assert d.backend.tolist() == [0, 1]
+    st_.inflight[1] = 8.0
+    assert route(t, st_, 0, 0, 0, workload=1).backend == 0
