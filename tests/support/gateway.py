@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import uvicorn
 
-from sovcloud.errors import UpstreamError
+from sovcloud.errors import UnknownEntity, UpstreamError
 from sovcloud.gateway.config import GatewayConfig, UpstreamTarget
 from sovcloud.gateway.emulator import write_fixed_plan
 from sovcloud.gateway.handler import Gateway
@@ -151,6 +151,12 @@ class FakeTenants:
 
     def authenticate(self, api_key: str) -> Tenant | None:
         return self.tenants.get(api_key)
+
+    def get(self, tenant_id: str) -> Tenant:
+        found = [t for t in self.tenants.values() if t.id == tenant_id]
+        if not found:
+            raise UnknownEntity(f"tenant {tenant_id!r} is not known")
+        return found[0]
 
 
 class FakeLedger:

@@ -8,7 +8,8 @@ any new request), probe every upstream once (through :class:`~sovcloud.gateway.u
 then keep health checks and the tenant cache fresh in the background. :func:`serve` runs it under uvicorn with
 uvloop, and freezes the start-up objects out of the garbage collector's reach (``gc.freeze``) so collections
 stay short on the hot path. The generating endpoints check their bodies with one
-:class:`~sovcloud.gateway.api.RequestValidator`, whose request models also write ``/openapi.json``.
+:class:`~sovcloud.gateway.api.RequestValidator`, whose request models also write ``/openapi.json``. The Files and
+Batch endpoints are :mod:`sovcloud.gateway.batch_api`; batches a stopped gateway left unfinished resume at start.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from sovcloud.gateway.api import RequestValidator, error_body
+from sovcloud.gateway.batch_api import BatchApi
 from sovcloud.gateway.config import GatewayConfig, load_gateway_config, plan_backends, resolve_targets
 from sovcloud.gateway.handler import Gateway, Validator
 from sovcloud.gateway.metrics import CONTENT_TYPE, configure_json_logging
@@ -143,6 +145,9 @@ def create_app(gw: Gateway, on_start: Sequence[Hook] = (), on_stop: Sequence[Hoo
     """The ASGI app of ``gw``; ``on_start`` hooks run before the first request, ``on_stop`` after the last."""
     lim = gw.cfg.limits
     requests = RequestValidator(lim.default_max_tokens, lim.max_tokens_cap)
+    batches = BatchApi(gw, {"/v1/chat/completions": ("chat", "/chat/completions", requests.chat),
+                            "/v1/completions": ("completions", "/completions", requests.completion),
+                            "/v1/embeddings": ("embeddings", "/embeddings", requests.embedding)})
     schema = orjson.dumps(openapi_schema(list(gw.parts.table.zones), requests.models))
 
     async def openapi(request: Request) -> Response:
@@ -169,6 +174,9 @@ def create_app(gw: Gateway, on_start: Sequence[Hook] = (), on_stop: Sequence[Hoo
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for hook in on_start:
             await hook()
+        resumed = await batches.runner.resume()
+        if resumed:
+            log.info("batches resumed", extra={"fields": {"batches": resumed}})
         if health_checks:
             await gw.health.check_all(gw.parts.upstream, gw.parts.targets)
             gw.health.start(gw.parts.upstream, gw.parts.targets)
@@ -181,6 +189,7 @@ def create_app(gw: Gateway, on_start: Sequence[Hook] = (), on_stop: Sequence[Hoo
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
+            await batches.runner.close()
             await gw.health.stop()
             await gw.parts.upstream.close()
             for hook in on_stop:
@@ -192,6 +201,7 @@ def create_app(gw: Gateway, on_start: Sequence[Hook] = (), on_stop: Sequence[Hoo
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        *batches.routes(),
     ]
     rest = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     return GatewayApp(gw, rest, requests)

@@ -30,6 +30,7 @@ from sovcloud.world.compiled import World
 from sovcloud.world.compiled import compile as compile_world
 
 __all__ = [
+    "BatchConfig",
     "BreakerConfig",
     "GatewayConfig",
     "HealthConfig",
@@ -152,6 +153,14 @@ class MeteringConfig(_Cfg):
     journal_fsync: bool = Field(False, description="fdatasync every journal record (survives an OS crash; slower)")
 
 
+class BatchConfig(_Cfg):
+    folder: str | None = Field(None, description="where uploaded files and batches are kept (default: beside an "
+                               "SQLite ledger, <file>.batches, else ~/.sovcloud/batches)")
+    concurrency: int = Field(16, ge=1, le=4096, description="lines of one batch in flight at once")
+    max_file_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="largest upload (OpenAI's limit: 200 MB)")
+    max_lines: int = Field(50_000, ge=1, description="most requests in one batch input file (OpenAI's limit)")
+
+
 class GatewayConfig(_Cfg):
     source: str = Field("<config>", exclude=True)
     plan: str
@@ -173,6 +182,7 @@ class GatewayConfig(_Cfg):
                                     "crash settles this instance's pending reservations")
     tenant_refresh_s: float = Field(30.0, gt=0, description="reload tenants (policy changes) this often")
     metering: MeteringConfig = Field(default_factory=MeteringConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
 
 
 _HINTS = {
@@ -230,7 +240,10 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
                                   "ledger": _resolve_url(base, cfg.ledger), "tenants": _resolve_url(base, cfg.tenants),
                                   "metering": cfg.metering.model_copy(update={
                                       "journal": None if cfg.metering.journal is None
-                                      else str((base / cfg.metering.journal).resolve())})})
+                                      else str((base / cfg.metering.journal).resolve())}),
+                                  "batch": cfg.batch.model_copy(update={
+                                      "folder": None if cfg.batch.folder is None
+                                      else str((base / cfg.batch.folder).resolve())})})
 
 
 class UpstreamTarget(BaseModel):

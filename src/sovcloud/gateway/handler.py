@@ -58,8 +58,9 @@ from sovcloud.gateway.parts import GatewayParts
 from sovcloud.gateway.responses import Echo, ResponseEvents, ResponsesRequests, ResponsesStream, plain_response
 from sovcloud.gateway.stream import SseRelay, StreamResponse
 from sovcloud.gateway.upstream import BackendHealth, UpstreamResponse
+from sovcloud.gateway.usage import count_tokens, text_tokens
 from sovcloud.metering.book import Reservation
-from sovcloud.metering.tenants import RateLimiter
+from sovcloud.metering.tenants import RateLimiter, Tenant
 from sovcloud.routing.router import Decision, LoadState, route
 
 __all__ = ["Gateway", "Validator"]
@@ -128,24 +129,47 @@ class Gateway:
             req = validate(parse_body(await self.admission.read_body(receive, headers.get(b"content-length"))))
             call = self.admission.admit(headers, tenant, req, endpoint, t0)
             call.deferred = deferrable(headers.get(PRIORITY_HEADER), req.body.get("service_tier"))
-            d = await self._route(call)
-            if d.backend < 0:
-                raise self.admission.no_route(call, d.reason)
-            reserve = self._reserve(call)
-            if self.cfg.overlap_reservation and self._broke.get(tenant.id, 0.0) <= time.monotonic():
-                call.pending = asyncio.ensure_future(reserve)  # commits while the upstream works
-            else:
-                call.pending = reserve
-                await self._reserved(call)
-            self.metrics.overhead(time.perf_counter() - t0)
-            return await self._forward(call, d.backend, path)
+            return await self._serve(call, path)
         except ApiError as exc:
             return await self._refuse(exc, call, endpoint, t0)
         except Exception:  # a bug: answer in OpenAI's format, release the reservation, keep serving
-            self.log.exception("internal error", extra={"fields": {"request_id": call.rid if call else None}})
-            err = ApiError(500, "The gateway failed on this request; it was not charged.", type_="server_error",
-                           code="internal_error")
-            return await self._refuse(err, call, endpoint, t0)
+            return await self._failed(call, endpoint, t0)
+
+    async def batch_line(self, tenant: Tenant, body: dict[str, Any], endpoint: str, path: str,
+                         validate: Validator) -> Response:
+        """One line of a batch (:mod:`sovcloud.gateway.batches`): the request path of ``tenant`` as deferred work."""
+        t0 = time.perf_counter()
+        call: Call | None = None
+        try:
+            req = validate(body)
+            call = self.admission.admit({}, tenant, req, endpoint, t0)
+            call.deferred = True
+            return await self._serve(call, path)
+        except ApiError as exc:
+            return await self._refuse(exc, call, endpoint, t0)
+        except Exception:
+            return await self._failed(call, endpoint, t0)
+
+    async def _serve(self, call: Call, path: str) -> Response:
+        """Route, reserve and forward an admitted call."""
+        d = await self._route(call)
+        if d.backend < 0:
+            raise self.admission.no_route(call, d.reason)
+        reserve = self._reserve(call)
+        if self.cfg.overlap_reservation and self._broke.get(call.tenant.id, 0.0) <= time.monotonic():
+            call.pending = asyncio.ensure_future(reserve)  # commits while the upstream works
+        else:
+            call.pending = reserve
+            await self._reserved(call)
+        self.metrics.overhead(time.perf_counter() - call.t0)
+        return await self._forward(call, d.backend, path)
+
+    async def _failed(self, call: Call | None, endpoint: str, t0: float) -> Response:
+        """A bug: answer in OpenAI's format, release the reservation, keep serving."""
+        self.log.exception("internal error", extra={"fields": {"request_id": call.rid if call else None}})
+        err = ApiError(500, "The gateway failed on this request; it was not charged.", type_="server_error",
+                       code="internal_error")
+        return await self._refuse(err, call, endpoint, t0)
 
     async def responses(self, scope: Scope, receive: Receive, requests: ResponsesRequests) -> Response:
         """``POST /v1/responses``: the chat completions path (admission, routing, reservation, failover,
@@ -367,9 +391,10 @@ class Gateway:
         except (orjson.JSONDecodeError, AttributeError):
             usage = None
         u = usage if isinstance(usage, dict) else {}
-        call.prompt = _count(u.get("prompt_tokens"), call.req.prompt_tokens)
+        call.prompt = count_tokens(u.get("prompt_tokens"), call.req.prompt_tokens)
         done = u.get("completion_tokens")
-        call.completion = _count(done, 0) if _count(done, -1) >= 0 else _text_tokens(data, call.req.max_tokens)
+        sound = count_tokens(done, -1) >= 0
+        call.completion = count_tokens(done, 0) if sound else text_tokens(data, call.req.max_tokens)
         self.health.success(b)
         self._observe_ttft(b, elapsed - call.completion * float(self.parts.tpot_s[b]))
         await self._reserved(call)
@@ -417,8 +442,8 @@ class Gateway:
         async def finish(delivered: int, completed: bool, error: str | None) -> None:
             self._leave(call, call.backend)
             u = relay.usage or {}
-            call.prompt = _count(u.get("prompt_tokens"), call.req.prompt_tokens)
-            call.completion = _count(u.get("completion_tokens"), delivered) if completed else delivered
+            call.prompt = count_tokens(u.get("prompt_tokens"), call.req.prompt_tokens)
+            call.completion = count_tokens(u.get("completion_tokens"), delivered) if completed else delivered
             call.completion = min(call.completion, call.req.max_tokens) if not completed else call.completion
             call.status, call.error = 200, error
             if reservation is not None:
@@ -454,26 +479,6 @@ def _retrieve(task: asyncio.Future[None]) -> None:
     """Done-callback of the early progress mark: its error (if any) resurfaces at the stream's own progress call."""
     if not task.cancelled():
         task.exception()
-
-
-def _count(value: Any, fallback: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else fallback
-
-
-def _text_tokens(data: bytes, cap: int) -> int:
-    """Completion tokens of a response without ``usage``: ceil(bytes / 4) of its generated text, at most ``cap``."""
-    try:
-        choices = orjson.loads(data).get("choices") or ()
-    except (orjson.JSONDecodeError, AttributeError):
-        return cap
-    n = 0
-    for ch in choices:
-        if isinstance(ch, dict):
-            msg = ch.get("message")
-            text = msg.get("content") if isinstance(msg, dict) else ch.get("text")
-            if isinstance(text, str) and text:
-                n += -(-len(text.encode("utf-8", "surrogatepass")) // 4)
-    return min(n, cap)
 
 
 def _raw(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:

@@ -26,6 +26,8 @@ __all__ = ["GatewayParts", "Metering", "TenantLookup"]
 class TenantLookup(Protocol):
     def authenticate(self, api_key: str) -> Tenant | None: ...
 
+    def get(self, tenant_id: str) -> Tenant: ...
+
 
 class Metering(Protocol):
     # True when a progress mark costs a database commit: the first block is then marked right after the
