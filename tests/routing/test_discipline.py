@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,3 +57,36 @@ def test_a_backend_beyond_the_rtt_budget_is_a_last_resort() -> None:
     assert d.backend.tolist() == [0, 1]
     st_.inflight[1] = 8.0
     assert route(t, st_, 0, 0, 0, workload=1).backend == 0
+
+
+def test_a_zone_keeps_to_the_sites_its_plan_sized_for_it_until_they_queue(world: Any) -> None:
+    """With the plan's flows, a backend the plan does not send a zone's work to costs half the workload's TTFT
+    target: the zone goes to its planned site even when another is nearer, and spills once its wait is that long."""
+    import pandas as pd
+
+    from sovcloud.routing.backends import Backends
+
+    z = world.zones[0]
+    sites = tuple(world.sites[:2])
+    f = np.float64
+    b = Backends(period=2025, ids=(f"{sites[0]}/m/c", f"{sites[1]}/m/c"), sites=tuple(world.sites),
+                 models=tuple(str(m) for m in world.ds.model.values), chips=("c", "c"), site=np.array([0, 1]),
+                 model=np.array([0, 0]), tp=np.ones(2, np.int64), replicas=np.ones(2, np.int64),
+                 max_batch=np.full(2, 4), input_tokens=np.ones(2, f), output_tokens=np.ones(2, f),
+                 prefill_s=np.full(2, 0.01), prefill_tokens_per_s=np.full(2, 100.0), tpot0_s=np.full(2, 0.01),
+                 tpot1_s=np.zeros(2), headroom=np.zeros(2), batch_fill=1.0)
+    w = [str(x) for x in world.ds.workload.values].index("chat")
+    flows = pd.DataFrame({"zone": [z], "site": [sites[1]], "model": [b.models[0]], "workload": ["chat"],
+                          "period": [2025], "served_mtok_day": [1.0]})
+    t = RouteTable.build(world, b, flows)
+    t = RouteTable(zones=t.zones, models=t.models, backend_ids=t.backend_ids, backend_site=t.backend_site,
+                   model=t.model, allowed=np.ones_like(t.allowed), rtt_ms=np.zeros_like(t.rtt_ms),
+                   budget_ms=np.full_like(t.budget_ms, np.inf), off_plan_ms=t.off_plan_ms)
+    zi = world.zones.index(z)
+    two = np.ones(2)
+    st_ = LoadState(healthy=np.ones(2, bool), inflight=np.zeros(2), slots=two * 4, service_s=two,
+                    ttft_s=np.array([0.01, 0.05]), limit=two * 100)
+    assert route(t, st_, zi, zi, 0, workload=w).backend == 1  # planned, though 40 ms slower
+    assert route(t, st_, zi, zi, 0).backend == 0  # no workload given: no plan preference
+    st_.inflight[1] = 4.0 + 4 * 0.6  # its expected wait is now 0.6 s, over half chat's 1 s target
+    assert route(t, st_, zi, zi, 0, workload=w).backend == 0

@@ -28,6 +28,9 @@ Decision for a request with data origin o, client zone z and model m
     score[b]   = rtt_ms[z, b] + 1000 (ttft_s[b] + wait_s[b])                   (expected ms to first token)
                  + OVER_BUDGET_MS [rtt_ms[z, b] > budget_ms[w]]    (w: the request's workload, when known:
                                                                     beyond its RTT budget only as a last resort)
+                 + off_plan_ms[w, z, b]                             (half w's TTFT target where the plan sends
+                                                                    (z, m, w) elsewhere: a zone keeps to the sites
+                                                                    its plan sized for it until they queue that long)
     choose argmin_{b in A} score[b]  (ties: the lowest index, so decisions are deterministic)
 :func:`route_many` decides a whole batch of requests against one state (vectorised over the distinct
 (o, z, m) keys of the batch); :func:`route` is the same computation for one request, with an
@@ -40,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from sovcloud.errors import UnknownEntity
@@ -49,6 +53,7 @@ from sovcloud.world.compiled import World
 __all__ = [
     "EXPIRED",
     "NO_BACKEND",
+    "OFF_PLAN_SHARE",
     "OK",
     "OVER_BUDGET_MS",
     "REASONS",
@@ -67,6 +72,9 @@ OK, NO_BACKEND, RESIDENCY, UNHEALTHY, SATURATED, EXPIRED = 0, 1, 2, 3, 4, 5
 #: added to the score of a backend beyond the request's workload RTT budget: it is chosen only when no
 #: backend within the budget is available (a late answer over a refusal)
 OVER_BUDGET_MS = 1e6
+#: share of a workload's TTFT target a backend off the plan's flows costs: a zone spills off the sites its plan
+#: sized for it once their expected wait is half its target (before its requests would miss it)
+OFF_PLAN_SHARE = 0.5
 #: reason code -> machine-readable name (an index of this tuple is what the arrays carry); the router
 #: decides the first five; ``expired`` is deferred batch work whose deadline passed in its queue
 REASONS = ("ok", "no_backend", "residency", "unhealthy", "saturated", "expired")
@@ -88,10 +96,15 @@ class RouteTable:
     allowed: BoolArray  # [o, b] residency: may data of origin zone o be processed at backend b
     rtt_ms: FloatArray  # [z, b]
     budget_ms: FloatArray = field(default_factory=lambda: np.zeros(0))  # [w] RTT budget of each workload (inf: none)
+    # [w, z, b] extra ms of a backend the plan does not send (z, w)'s demand to (OFF_PLAN_SHARE x the TTFT target of
+    # w; 0 where the plan sends it there or sends (z, m, w) nowhere); empty: no plan preference
+    off_plan_ms: FloatArray = field(default_factory=lambda: np.zeros((0, 0, 0)))
     _candidates: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def build(cls, world: World, backends: Backends) -> RouteTable:
+    def build(cls, world: World, backends: Backends, flows: pd.DataFrame | None = None) -> RouteTable:
+        """The table of ``backends``; with the plan's ``flows`` (zone, site, model, workload, period, served), a
+        backend the plan does not send a zone's work to costs that workload's TTFT target (off_plan_ms)."""
         zones = tuple(world.zones)
         residency = world.ds.residency.transpose("zone", "site").values.astype(bool)
         rtt = world.ds.rtt_ms.transpose("zone", "site").values.astype(np.float64)
@@ -106,6 +119,7 @@ class RouteTable:
             allowed=residency[:, site_of].copy(),
             rtt_ms=rtt[:, site_of].copy(),
             budget_ms=budget,
+            off_plan_ms=_off_plan(world, backends, flows) if flows is not None else np.zeros((0, 0, 0)),
         )
 
     def zone_index(self, zone: str) -> int:
@@ -210,12 +224,39 @@ class Decision:
     site: str | None
 
 
-def _over_budget(table: RouteTable, client: IntArray, workload: IntArray | None) -> FloatArray | float:
-    """OVER_BUDGET_MS where a backend is beyond the request's workload RTT budget, else 0 ([K, B])."""
+def _off_plan(world: World, backends: Backends, flows: pd.DataFrame) -> FloatArray:
+    """``off_plan_ms[w, z, b]`` (see RouteTable) from the plan's flows of the backends' period."""
+    ds = world.ds
+    wl, zones = [str(w) for w in ds.workload.values], list(world.zones)
+    W, Z, B = len(wl), len(zones), len(backends)
+    f = flows[(flows["period"] == backends.period) & (flows["served_mtok_day"] > 0)]
+    planned = np.zeros((W, Z, len(backends.sites), len(backends.models)), dtype=bool)
+    w_i = {w: i for i, w in enumerate(wl)}
+    z_i = {z: i for i, z in enumerate(zones)}
+    s_i = {s: i for i, s in enumerate(backends.sites)}
+    m_i = {m: i for i, m in enumerate(backends.models)}
+    keep = f["workload"].isin(w_i) & f["zone"].isin(z_i) & f["site"].isin(s_i) & f["model"].isin(m_i)
+    f = f[keep]
+    planned[f["workload"].map(w_i).to_numpy(), f["zone"].map(z_i).to_numpy(), f["site"].map(s_i).to_numpy(),
+            f["model"].map(m_i).to_numpy()] = True
+    at_b = planned[:, :, backends.site, backends.model]  # [w, z, b]
+    somewhere: BoolArray = np.asarray(planned.any(axis=2))  # [w, z, m]
+    anywhere = somewhere[:, :, backends.model]  # [w, z, b]: the plan sends (z, model(b), w) somewhere
+    ttft = np.nan_to_num(ds.workload_ttft_s.values.astype(np.float64), nan=0.0) * 1000.0
+    off = OFF_PLAN_SHARE * ttft[:, None, None]
+    out: FloatArray = np.where(anywhere & ~at_b, off, 0.0) if B else np.zeros((W, Z, 0))
+    return out
+
+
+def _penalty(table: RouteTable, client: IntArray, workload: IntArray | None) -> FloatArray | float:
+    """Per [K, B]: OVER_BUDGET_MS beyond the request's workload RTT budget, plus the off-plan cost."""
     if workload is None or not len(table.budget_ms):
         return 0.0
-    budget = np.where(workload >= 0, table.budget_ms[np.maximum(workload, 0)], np.inf)
+    w = np.maximum(workload, 0)
+    budget = np.where(workload >= 0, table.budget_ms[w], np.inf)
     out: FloatArray = np.where(table.rtt_ms[client] > budget[:, None], OVER_BUDGET_MS, 0.0)
+    if table.off_plan_ms.size:
+        out = out + np.where((workload >= 0)[:, None], table.off_plan_ms[w, client], 0.0)
     return out
 
 
@@ -227,7 +268,7 @@ def _decide(table: RouteTable, state: LoadState, origin: IntArray, client: IntAr
     healthy = compliant & state.healthy[None, :]
     avail = healthy & (state.inflight < state.limit)[None, :]
     score = table.rtt_ms[client] + 1000.0 * (state.ttft_s + state.wait_s())[None, :] \
-        + _over_budget(table, client, workload)
+        + _penalty(table, client, workload)
     score = np.where(avail, score, np.inf)
     best = np.argmin(score, axis=1)
     expected = score[np.arange(len(best)), best]
@@ -269,6 +310,7 @@ def route(table: RouteTable, state: LoadState, origin: int, client: int, model: 
     """
     rtt = table.rtt_ms[client]
     budget = float(table.budget_ms[workload]) if 0 <= workload < len(table.budget_ms) else np.inf
+    off = table.off_plan_ms[workload, client] if table.off_plan_ms.size and workload >= 0 else None
     best, best_score, any_healthy = -1, np.inf, False
     for b in table.candidates(origin, model):
         if not state.healthy[b] or (exclude is not None and exclude[b]):
@@ -278,7 +320,8 @@ def route(table: RouteTable, state: LoadState, origin: int, client: int, model: 
         if inflight >= state.limit[b]:
             continue
         wait = max(inflight - slots + 1.0, 0.0) / max(slots, 1.0) * state.service_s[b]
-        score = rtt[b] + 1000.0 * (state.ttft_s[b] + wait) + (OVER_BUDGET_MS if rtt[b] > budget else 0.0)
+        score = rtt[b] + 1000.0 * (state.ttft_s[b] + wait) + (OVER_BUDGET_MS if rtt[b] > budget else 0.0) \
+            + (float(off[b]) if off is not None else 0.0)
         if score < best_score:
             best, best_score = b, score
     if best >= 0:

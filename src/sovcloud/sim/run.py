@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
-from sovcloud.errors import UsageError
+from sovcloud.errors import PlanFileError, UsageError
 from sovcloud.routing.backends import Backends, PlanDocument, backends_for, load_plan
 from sovcloud.routing.router import LoadState, RouteTable
 from sovcloud.scenario.loader import load_scenario
@@ -162,7 +163,7 @@ def _setup(plan: Path | str, config: SimConfig, rng: np.random.Generator) -> tup
     world = _plan_world(Path(plan), doc)
     period = doc.periods[-1] if config.period is None else config.period
     backends = backends_for(doc, world, period)
-    table = RouteTable.build(world, backends)
+    table = RouteTable.build(world, backends, _plan_flows(Path(plan)))
     rates = DemandRates.from_world(world, period)
     timeline = ShockTimeline.build([parse_sim_shock(s) for s in config.shocks], world, backends)
     trace = load_trace(config.trace) if config.trace is not None else None
@@ -200,6 +201,18 @@ def _setup(plan: Path | str, config: SimConfig, rng: np.random.Generator) -> tup
                  timeline=timeline, engine=engine, slots=slots, capacity_s=np.zeros((n_hours, n_b)), trace=trace,
                  spread=spread)
     return run, rates, state
+
+
+def _plan_flows(plan: Path) -> pd.DataFrame | None:
+    """The plan's flows (``flows.parquet`` beside plan.json), which the router keeps zones to; None without it."""
+    path = (plan if plan.is_dir() else plan.parent) / "flows.parquet"
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path, columns=["zone", "site", "model", "workload", "period", "served_mtok_day"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise PlanFileError(f"{path}: cannot read the plan's flows ({exc}); write the plan again with "
+                            "`sovcloud plan`") from exc
 
 
 def _plan_world(plan: Path, doc: PlanDocument) -> World:
