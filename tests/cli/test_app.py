@@ -150,3 +150,17 @@ def test_a_command_needing_a_missing_extra_names_it(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "pip install 'sovcloud[postgres]'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_plan_check_replays_the_plan_and_verify_names_a_missing_plan(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["plan", str(DATA / "tiny_served.yaml"), "--out", str(out), "--check",
+                                 "--check-sample", "0.02", "--no-compare-greedy"])
+    assert result.exit_code == 0, result.output
+    assert "plan vs its simulation" in result.output and "workload chat" in result.output
+    check = json.loads((out / "check" / "check.json").read_text())
+    assert check["ok"] and {r["name"] for r in check["rows"] if r["scope"] == "workload"} == {"chat", "batch"}
+    assert all(r["attainment"] >= 0.95 for r in check["rows"])
+    assert (out / "check" / "summary.json").exists() and "sim-versus-table" in (out / "report.html").read_text()
+    missing = runner.invoke(app, ["verify", "--plan", str(tmp_path / "nope" / "plan.json")])
+    assert missing.exit_code != 0 and "no such plan file" in missing.output and "Traceback" not in missing.output
