@@ -133,6 +133,8 @@ class TimeoutsConfig(_Cfg):
     connect_s: float = Field(2.0, gt=0)
     first_byte_s: float = Field(120.0, gt=0, description="until the upstream's response headers")
     idle_s: float = Field(60.0, gt=0, description="longest silence inside a stream")
+    keepalive_s: float = Field(15.0, gt=0, description="an SSE comment (': keep-alive') goes to the client after this "
+                               "long without an event, so proxies and clients keep a slow stream open")
 
 
 class MeteringConfig(_Cfg):

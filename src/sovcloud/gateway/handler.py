@@ -454,7 +454,7 @@ class Gateway:
             self._done(call, True)
 
         return StreamResponse([*self._headers(call, b"text/event-stream"), *_SSE], resp, relay, first, n, progress,
-                              finish)
+                              finish, self.cfg.timeouts.keepalive_s)
 
     def _done(self, call: Call, metered: bool) -> None:
         seconds = time.perf_counter() - call.t0

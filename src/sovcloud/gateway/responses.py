@@ -292,7 +292,8 @@ class ResponseEvents:
         buf = self._buf + chunk
         events = buf.split(b"\n\n")
         self._buf = events.pop()
-        out += [self._chunk(_data(event)) for event in events]
+        # an SSE comment (the gateway's keep-alive) passes through as it is
+        out += [event + b"\n\n" if event.startswith(b":") else self._chunk(_data(event)) for event in events]
         return b"".join(out)
 
     def close(self) -> bytes:

@@ -4,7 +4,8 @@
 carry (one per choice per event that carries output: exact for servers that stream one token per
 event, the default of vLLM, SGLang and TGI), keeps the upstream's ``usage`` (the gateway always asks for
 it with ``stream_options.include_usage``) and drops the usage-only event when the client did not ask for
-it. :class:`StreamResponse` is the ASGI response that sends the events: before forwarding events that
+it. :class:`StreamResponse` is the ASGI response that sends the events (and an SSE comment ``: keep-alive``
+after every ``timeouts.keepalive_s`` without one, so proxies keep a slow stream open): before forwarding events that
 bring the delivered tokens to ``n`` it awaits ``ledger.progress(reservation, n)`` (the ledger's crash
 rule), it watches for the client going away (then it stops reading the upstream, which stops the
 generation) and it always finishes through the gateway's ``finish`` callback, which settles on the
@@ -26,7 +27,10 @@ from starlette.types import Receive, Scope, Send
 from sovcloud.errors import LedgerError, UpstreamError
 from sovcloud.gateway.upstream import UpstreamResponse
 
-__all__ = ["SseRelay", "StreamResponse"]
+__all__ = ["KEEPALIVE", "SseRelay", "StreamResponse"]
+
+#: the SSE comment sent on long gaps (clients ignore comment lines)
+KEEPALIVE = b": keep-alive\n\n"
 
 
 # a choice that carries output: a non-empty string in content / reasoning_content / text, or tool calls / audio
@@ -110,13 +114,26 @@ class StreamResponse(Response):
     """An SSE response relaying ``upstream`` after ``first`` (the events read before answering)."""
 
     def __init__(self, headers: list[tuple[bytes, bytes]], upstream: UpstreamResponse, relay: SseRelay,
-                 first: bytes, first_tokens: int, progress: Progress, finish: Finish) -> None:
+                 first: bytes, first_tokens: int, progress: Progress, finish: Finish,
+                 keepalive_s: float = 15.0) -> None:
         self.status_code = 200
         self.raw_headers = headers
         self.background = None
         self._up, self._relay, self._first, self._first_tokens = upstream, relay, first, first_tokens
         self._progress, self._finish = progress, finish
         self._gone = False
+        self._keepalive_s = keepalive_s
+        self._sent = 0  # body messages sent, so the keep-alive task sees whether the stream moved
+
+    async def _keepalive(self, send: Send, lock: asyncio.Lock) -> None:
+        """An SSE comment after every ``keepalive_s`` in which no event was sent (a slow prefill, a long tool call)."""
+        seen = -1
+        while True:
+            await asyncio.sleep(self._keepalive_s)
+            if self._sent == seen and not self._gone:
+                async with lock:
+                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+            seen = self._sent
 
     async def _watch(self, receive: Receive) -> None:
         while True:
@@ -128,12 +145,17 @@ class StreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         delivered, completed, error = 0, False, None
-        watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(self._watch(receive))
+        lock = asyncio.Lock()
+        beat = loop.create_task(self._keepalive(send, lock))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
                 await self._progress(self._first_tokens)
-                await send({"type": "http.response.body", "body": self._first, "more_body": True})
+                async with lock:
+                    await send({"type": "http.response.body", "body": self._first, "more_body": True})
+                self._sent += 1
                 delivered = self._first_tokens
                 async for chunk in self._up.chunks():
                     out, n = self._relay.feed(chunk)
@@ -143,7 +165,9 @@ class StreamResponse(Response):
                         await self._progress(delivered + n)
                     if self._gone:
                         break
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                    async with lock:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    self._sent += 1
                     delivered += n
                 completed = not self._gone
                 tail = self._relay.flush()
@@ -155,13 +179,17 @@ class StreamResponse(Response):
             except LedgerError as exc:
                 error = "ledger_unavailable"
                 tail = _error_event(f"Metering is unavailable ({exc}); the stream was stopped.", "ledger_unavailable")
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
             if not self._gone:
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
             else:
                 error = error or "client_disconnected"
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (beat, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self._up.close()
             await self._finish(delivered, completed, error)
