@@ -15,6 +15,7 @@ import openai
 import orjson
 import pytest
 
+from sovcloud.errors import ApiError
 from sovcloud.gateway.app import build_gateway, create_app
 from sovcloud.gateway.batch_api import BatchApi
 from sovcloud.gateway.batches import check_lines
@@ -214,3 +215,33 @@ def test_a_stopped_gateway_resumes_its_batches_without_running_a_line_twice(tmp_
     rows = [orjson.loads(x) for x in again.files.content(TENANT.id, b["output_file_id"]).splitlines()]
     assert sorted(r["custom_id"] for r in rows) == [f"req-{i}" for i in range(6)]  # each line once
     assert len(first.calls) == 3 and len(second.calls) == 3  # the finished lines were not sent again
+
+
+def test_a_line_that_can_never_run_fails_at_once_and_is_not_retried(tmp_path: Path) -> None:
+    up = FakeUpstream()
+    api = _api(_gw(up, tmp_path))
+    bad = _lines(2).replace(b'"qwen3-8b"', b'"no-such-model"', 1)
+
+    async def go() -> dict[str, Any]:
+        f = api.files.put(TENANT.id, bad, "in.jsonl", "batch")
+        b = api.runner.create(TENANT, f.id, "/v1/chat/completions", "24h", None)
+        await asyncio.wait_for(api.runner.wait(b["id"]), timeout=5.0)  # no retry loop
+        return api.runner.get(TENANT.id, b["id"])
+
+    b = run(go())
+    assert b["status"] == "completed" and b["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    err = orjson.loads(api.files.content(TENANT.id, b["error_file_id"]))
+    assert err["response"]["status_code"] == 404 and err["response"]["body"]["error"]["code"] == "model_not_found"
+
+
+def test_every_tenant_has_its_own_folder_inside_the_store(tmp_path: Path) -> None:
+    from sovcloud.gateway.files import FileStore, tenant_dir
+
+    names = ["a b", "a_b", "..", ".", "x/../../y", "é"]
+    dirs = {tenant_dir(n) for n in names}
+    assert len(dirs) == len(names) and all("/" not in d and not d.startswith(".") for d in dirs)
+    store = FileStore(tmp_path, 1024)
+    f = store.put("a b", b"{}\n", "x.jsonl", "batch")
+    with pytest.raises(ApiError):
+        store.get("a_b", f.id)
+    assert store.get("a b", f.id).id == f.id

@@ -123,3 +123,20 @@ def test_an_unknown_priority_is_a_400_naming_the_header() -> None:
     r = run(go())
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_priority"
     assert "x-sovcloud-priority" in r.json()["error"]["message"]
+
+
+def test_a_waiter_that_leaves_does_not_swallow_the_wake_up() -> None:
+    from sovcloud.gateway.deferral import DeferredLine
+
+    async def go() -> bool:
+        line = DeferredLine()
+        deadline = line._clock() + 5.0
+        a = asyncio.ensure_future(line.wait(deadline))
+        b = asyncio.ensure_future(line.wait(deadline))
+        await asyncio.sleep(0)
+        a.cancel()  # its client left
+        line.wake()
+        await asyncio.wait_for(b, timeout=1.0)
+        return b.done() and not b.cancelled() and len(line) == 0
+
+    assert run(go())

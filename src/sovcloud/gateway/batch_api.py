@@ -101,6 +101,10 @@ class BatchApi:
 
     # ---- files -----------------------------------------------------------------------------------
     async def upload(self, request: Request, tenant: Tenant) -> Response:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.files.max_bytes + 64 * 1024:  # before reading any of it
+            raise ApiError(413, f"The upload is {int(length):,} bytes; files may have {self.files.max_bytes:,} "
+                                "(batch.max_file_bytes).", param="file", code="file_too_large")
         try:
             form = await request.form(max_part_size=self.files.max_bytes)
         except Exception as exc:  # multipart errors of every kind: the client sent a malformed upload
@@ -114,6 +118,9 @@ class BatchApi:
             if not isinstance(purpose, str):
                 raise ApiError(400, "The upload has no 'purpose'; send purpose=batch for batch input.",
                                param="purpose", code="missing_purpose")
+            if upload.size is not None and upload.size > self.files.max_bytes:
+                raise ApiError(413, f"The file is {upload.size:,} bytes; the limit is {self.files.max_bytes:,} bytes "
+                                    "(batch.max_file_bytes).", param="file", code="file_too_large")
             data = await upload.read()
             name = upload.filename or "upload.jsonl"
         finally:

@@ -6,8 +6,10 @@ whole first (JSON per line, unique custom ids, the batch's endpoint, no streamin
 ``batch.max_lines``): any problem fails the batch with the line numbers, before anything runs. Then its lines
 run as deferred work (:mod:`sovcloud.gateway.deferral`: spare slots only, interactive traffic first), at most
 ``batch.concurrency`` at a time, each through the full request path of the tenant (residency, rate limits,
-reservation and settlement in the ledger: every line is metered like any request). A line refused for load
-or a rate limit (429, 503) waits and tries again until the deadline; any other answer is final.
+reservation and settlement in the ledger: every line is metered like any request). A line refused for load,
+health, metering or a rate limit (429, or 503 ``saturated``/``unhealthy``/``batch_deferred_timeout``/
+``ledger_unavailable``) waits and tries again until the deadline; any other answer (a residency refusal
+included) is final. Each line runs as the tenant is known at that moment (a removed tenant's lines fail).
 
 Results: each line gets one output line ``{"id", "custom_id", "response": {"status_code", "request_id",
 "body"}, "error": null}``, 2xx in the output file, other statuses in the error file; a line not run by
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +36,7 @@ from typing import Any
 import orjson
 
 from sovcloud.errors import ApiError
-from sovcloud.gateway.files import FileStore, _safe, _write
+from sovcloud.gateway.files import FileStore, tenant_dir, write_durably
 from sovcloud.metering.tenants import Tenant
 
 __all__ = ["ENDPOINTS", "BatchRunner", "LineRunner", "check_lines"]
@@ -42,7 +45,10 @@ __all__ = ["ENDPOINTS", "BatchRunner", "LineRunner", "check_lines"]
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 #: (status, body, request id) of one line run through the gateway
 LineRunner = Callable[[Tenant, dict[str, Any], str], Awaitable[tuple[int, bytes, str, float]]]
-RETRY = frozenset({429, 503})
+#: refusals a line waits out and tries again (load, health, metering); any other answer is final
+RETRY_CODES = frozenset({"rate_limit_exceeded", "saturated", "unhealthy", "batch_deferred_timeout",
+                         "ledger_unavailable"})
+_BATCH_ID = re.compile(r"^batch_[0-9a-f]{24}$")
 log = logging.getLogger("sovcloud.gateway")
 
 
@@ -105,16 +111,16 @@ class BatchRunner:
 
     # ---- the state on disk -----------------------------------------------------------------------
     def _dir(self, tenant: str) -> Path:
-        return self.files.folder / _safe(tenant) / "batches"
+        return self.files.folder / tenant_dir(tenant) / "batches"
 
     def _save(self, tenant: str, batch: dict[str, Any]) -> None:
         d = self._dir(tenant)
         d.mkdir(parents=True, exist_ok=True)
-        _write(d / f"{batch['id']}.json", orjson.dumps(batch))
+        write_durably(d / f"{batch['id']}.json", orjson.dumps(batch))
 
     def get(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        path = self._dir(tenant) / f"{_safe(batch_id)}.json"
-        if not batch_id.startswith("batch_") or not path.exists():
+        path = self._dir(tenant) / f"{batch_id}.json"
+        if not _BATCH_ID.match(batch_id) or not path.exists():
             raise ApiError(404, f"No such Batch object: {batch_id}", param="batch_id", code="batch_not_found")
         out: dict[str, Any] = orjson.loads(path.read_bytes())
         return out
@@ -195,6 +201,8 @@ class BatchRunner:
     # ---- running ---------------------------------------------------------------------------------
     def _start(self, tenant: Tenant, batch: dict[str, Any]) -> None:
         batch_id = str(batch["id"])
+        if batch_id in self._tasks:  # already running: never twice
+            return
         task = asyncio.get_running_loop().create_task(self._run(tenant, batch_id))
         self._tasks[batch_id] = task
         task.add_done_callback(functools.partial(self._done, batch_id))
@@ -206,6 +214,16 @@ class BatchRunner:
             log.error("batch failed", extra={"fields": {"batch": batch_id, "error": repr(task.exception())}})
 
     async def _run(self, tenant: Tenant, batch_id: str) -> None:
+        try:
+            await self._lines(tenant, batch_id)
+        except (OSError, ApiError, ValueError) as exc:  # e.g. the input file deleted, the disk full
+            batch = self.get(tenant.id, batch_id)
+            batch.update(status="failed", failed_at=int(self.clock()), errors={"object": "list", "data": [
+                {"code": "batch_failed", "message": f"the batch could not go on: {exc}", "line": None}]})
+            self._save(tenant.id, batch)
+            log.error("batch failed", extra={"fields": {"batch": batch_id, "error": str(exc)}})
+
+    async def _lines(self, tenant: Tenant, batch_id: str) -> None:
         batch = self.get(tenant.id, batch_id)
         lines, _ = check_lines(self.files.content(tenant.id, batch["input_file_id"]), batch["endpoint"],
                                self.max_lines)
@@ -237,12 +255,19 @@ class BatchRunner:
                 return {"id": rid, "custom_id": line["custom_id"], "response": None,
                         "error": {"code": "batch_expired", "message": "This request could not be executed before "
                                   "the completion window expired."}}, False
-            status, body, request_id, wait_s = await self.run_line(tenant, line["body"], batch["endpoint"])
-            if status not in RETRY:
-                try:
-                    parsed = orjson.loads(body)
-                except orjson.JSONDecodeError:
-                    parsed = {"raw": body.decode("utf-8", "replace")}
+            now = self.tenants(tenant.id)  # the tenant as the store knows it now (policy, removal)
+            if now is None:
+                return {"id": rid, "custom_id": line["custom_id"], "response": None,
+                        "error": {"code": "tenant_unknown", "message": f"tenant '{tenant.id}' is no longer known"}}, \
+                    False
+            status, body, request_id, wait_s = await self.run_line(now, line["body"], batch["endpoint"])
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                parsed = {"raw": body.decode("utf-8", "replace")}
+            err = parsed.get("error") if isinstance(parsed, dict) else None
+            code = err.get("code") if isinstance(err, dict) else None
+            if not (status in (429, 503) and code in RETRY_CODES):
                 return {"id": rid, "custom_id": line["custom_id"], "error": None,
                         "response": {"status_code": status, "request_id": request_id, "body": parsed}}, \
                     200 <= status < 300
@@ -254,7 +279,8 @@ class BatchRunner:
         batch = self.get(tenant.id, batch_id)
         now = int(self.clock())
         outputs, errors = out_path.read_bytes(), err_path.read_bytes()
-        expired = sum(1 for raw in errors.splitlines() if b'"batch_expired"' in raw)
+        expired = sum(1 for raw in errors.splitlines() if (orjson.loads(raw).get("error") or {}).get("code")
+                      == "batch_expired")
         completed, failed = outputs.count(b"\n"), errors.count(b"\n")
         batch["finalizing_at"] = batch["finalizing_at"] or now
         if outputs:

@@ -4,7 +4,8 @@ A request is deferrable when it says so: header ``x-sovcloud-priority: batch``, 
 ``service_tier: "flex"`` in the body (lower priority, slower, same answer). The router core decides it
 against :meth:`sovcloud.routing.router.LoadState.for_batch` (free slots interactive work does not hold
 in reserve); when no compliant backend has such a slot it waits here, in arrival order, and is woken
-when a request leaves a backend. After ``routing.batch_wait_s`` without a slot it is refused with 503
+when a request leaves a backend (all waiting requests route again, in the order they came). After
+``routing.batch_wait_s`` without a slot it is refused with 503
 ``batch_deferred_timeout`` (nothing was charged). Interactive requests are decided against the full
 limits at once and so always go ahead of waiting batch work: strict priority.
 """
@@ -37,7 +38,7 @@ def deferrable(header: bytes | None, service_tier: object) -> bool:
 
 
 class DeferredLine:
-    """Batch requests waiting for a slot, first come first woken (one gateway's; no global state)."""
+    """Batch requests waiting for a slot, woken together in the order they came (one gateway's; no global state)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._waiting: deque[asyncio.Future[None]] = deque()
@@ -47,12 +48,12 @@ class DeferredLine:
         return len(self._waiting)
 
     def wake(self) -> None:
-        """A slot may have freed: wake the longest-waiting request (it routes again)."""
-        while self._waiting:
-            fut = self._waiting.popleft()
+        """Slots may have freed: wake every waiting request; each routes again, in the order they came, and
+        those that still find no spare slot wait again (no wake-up is lost to a waiter that left meanwhile)."""
+        waiting, self._waiting = self._waiting, deque()
+        for fut in waiting:
             if not fut.done():
                 fut.set_result(None)
-                return
 
     async def wait(self, deadline: float) -> None:
         """Wait to be woken, until ``deadline`` (clock time); 503 ``batch_deferred_timeout`` after it."""

@@ -1,6 +1,6 @@
 """Uploaded files of the OpenAI Files API, kept per tenant in a folder (the Batch API's input and output).
 
-Layout: ``<folder>/<tenant>/<file id>`` holds the bytes and ``<file id>.json`` the File object
+Layout: ``<folder>/t<tenant id in hex>/<file id>`` holds the bytes and ``<file id>.json`` the File object
 (``{"id", "object": "file", "bytes", "created_at", "filename", "purpose"}``). A tenant sees only its own
 files: another tenant's id is a 404, as an unknown one is. Writes go to a temporary name first and are
 renamed into place, so a crash never leaves half a file under a valid id.
@@ -20,15 +20,16 @@ import orjson
 
 from sovcloud.errors import ApiError
 
-__all__ = ["PURPOSES", "FileStore", "StoredFile"]
+__all__ = ["PURPOSES", "FileStore", "StoredFile", "tenant_dir", "write_durably"]
 
 #: purposes a client may upload with (batch_output is the gateway's own)
 PURPOSES = frozenset({"batch", "fine-tune", "assistants", "vision", "user_data", "evals"})
 _ID = re.compile(r"^file-[0-9a-f]{24}$")
 
 
-def _safe(tenant: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", tenant)
+def tenant_dir(tenant: str) -> str:
+    """The folder name of a tenant: its id in hex, so every id gets its own folder and none can leave the store."""
+    return "t" + tenant.encode("utf-8").hex()
 
 
 @dataclass(frozen=True)
@@ -56,22 +57,22 @@ class FileStore:
         self.folder, self.max_bytes = folder, max_bytes
 
     def _dir(self, tenant: str) -> Path:
-        return self.folder / _safe(tenant)
+        return self.folder / tenant_dir(tenant)
 
     def put(self, tenant: str, data: bytes, filename: str, purpose: str) -> StoredFile:
         """Keep ``data`` as a new file of ``tenant``."""
         if purpose not in PURPOSES and purpose != "batch_output":
             raise ApiError(400, f"purpose '{purpose}' is not one of {', '.join(sorted(PURPOSES))}; upload batch "
                                 "input with purpose 'batch'.", param="purpose", code="invalid_purpose")
-        if len(data) > self.max_bytes:
+        if len(data) > self.max_bytes and purpose != "batch_output":  # the gateway's own results are never refused
             raise ApiError(413, f"The file is {len(data):,} bytes; the limit is {self.max_bytes:,} bytes "
                                 "(batch.max_file_bytes).", param="file", code="file_too_large")
         f = StoredFile(id="file-" + secrets.token_hex(12), bytes=len(data), created_at=int(time.time()),
                        filename=filename or "upload.jsonl", purpose=purpose)
         d = self._dir(tenant)
         d.mkdir(parents=True, exist_ok=True)
-        _write(d / f.id, data)
-        _write(d / f"{f.id}.json", orjson.dumps(f.to_json()))
+        write_durably(d / f.id, data)
+        write_durably(d / f"{f.id}.json", orjson.dumps(f.to_json()))
         return f
 
     def get(self, tenant: str, file_id: str) -> StoredFile:
@@ -105,7 +106,8 @@ class FileStore:
         (d / file_id).unlink(missing_ok=True)
 
 
-def _write(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name, fsync, and rename it into place."""
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as fh:
         fh.write(data)

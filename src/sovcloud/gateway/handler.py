@@ -151,16 +151,22 @@ class Gateway:
             return await self._failed(call, endpoint, t0)
 
     async def _serve(self, call: Call, path: str) -> Response:
-        """Route, reserve and forward an admitted call."""
+        """Route, reserve and forward an admitted call. Deferred work reserves first, then waits for its slot:
+        nothing is awaited between its routing decision and its entry into the backend's count, so two deferred
+        requests are never both given the same spare slot."""
+        if call.deferred:
+            call.pending = self._reserve(call)
+            await self._reserved(call)
         d = await self._route(call)
         if d.backend < 0:
             raise self.admission.no_route(call, d.reason)
-        reserve = self._reserve(call)
-        if self.cfg.overlap_reservation and self._broke.get(call.tenant.id, 0.0) <= time.monotonic():
-            call.pending = asyncio.ensure_future(reserve)  # commits while the upstream works
-        else:
-            call.pending = reserve
-            await self._reserved(call)
+        if not call.deferred:
+            reserve = self._reserve(call)
+            if self.cfg.overlap_reservation and self._broke.get(call.tenant.id, 0.0) <= time.monotonic():
+                call.pending = asyncio.ensure_future(reserve)  # commits while the upstream works
+            else:
+                call.pending = reserve
+                await self._reserved(call)
         self.metrics.overhead(time.perf_counter() - call.t0)
         return await self._forward(call, d.backend, path)
 
@@ -419,6 +425,10 @@ class Gateway:
                     break
         except UpstreamError:
             first = b""
+        except BaseException:  # the client left (cancelled) before the first event: the slot is free again
+            resp.close()
+            self._leave(call, call.backend)
+            raise
         if not first:
             resp.close()
             self._leave(call, call.backend)
@@ -429,7 +439,7 @@ class Gateway:
         self.health.success(call.backend)
         try:
             await self._reserved(call)
-        except ApiError:
+        except BaseException:  # refused by the ledger, or the client left meanwhile
             resp.close()
             self._leave(call, call.backend)
             raise

@@ -11,7 +11,8 @@ Arrivals are bursty: the rate of each minute is the mean times g ~ Gamma(mean 1,
 the simulator's traffic model. With service times well under a minute the queue follows each
 minute's rate, so the share of requests that wait longer than their budget ``t`` is::
 
-    miss(rho) = E_g[ g P(W > t | rho g) ]      (the expectation over G equiprobable quantiles of g)
+    miss(rho) = E_g[ g P(W > t | rho g) ] / E_g[g]    (requests weigh by their minute's rate; the expectation
+                                                      over G equiprobable quantiles of g; 1 where t < 0)
 
 :func:`max_utilization` is the largest ``rho`` (bisection; ``miss`` grows with ``rho``) with
 ``miss(rho) <= tail``, capped at ``cap``. The wait budget of a workload is its TTFT target less the
@@ -68,10 +69,10 @@ def wait_miss(servers: ArrayLike, service_s: ArrayLike, budget_s: ArrayLike, rho
     c, s, t, r = np.broadcast_arrays(c, s, t, r)
     g, w = _burst_points(burstiness)
     rg = r[..., None] * g  # [..., G]
-    cg, sg, tg = c[..., None], s[..., None], np.maximum(t, 0.0)[..., None]
+    cg, sg, tg = c[..., None], s[..., None], np.maximum(t, 0.0)[..., None]  # the clamped budget, [..., 1]
     p = erlang_c(np.broadcast_to(cg, rg.shape).astype(np.int64), np.minimum(rg, 1.0)) \
         * np.exp(-(cg / sg) * np.maximum(1.0 - rg, 0.0) * tg)
-    p = np.where(rg >= 1.0, 1.0, p)
+    p = np.where((rg >= 1.0) | (t[..., None] < 0.0), 1.0, p)  # a negative budget: every request misses
     out: f8 = (p * (w * g)).sum(axis=-1) / float(np.sum(g * w))
     return out
 
@@ -90,5 +91,5 @@ def max_utilization(servers: ArrayLike, service_s: ArrayLike, budget_s: ArrayLik
         mid = (lo + hi) / 2.0
         ok = wait_miss(c, s, t, mid, burstiness) <= tail
         lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-    out: f8 = np.where(ok_hi, float(cap), np.where(t > 0, lo, 0.0))
+    out: f8 = np.where(ok_hi, float(cap), np.where(t >= 0, lo, 0.0))
     return out

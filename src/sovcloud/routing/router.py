@@ -18,8 +18,8 @@ Serving discipline: interactive work has strict priority, batch work is deferred
     batch requests wait in their own queue (the simulator's, the gateway's) and are decided against
     batch_limit[b] = clip(floor(I[b] + batch_fill max(0, slots[b] - I[b] (1 + headroom[b]))), 0, slots[b]),
     I[b] = inflight[b] - batch_inflight[b] (interactive work in flight):
-    they only take slots that are free and that interactive work does not hold in reserve, so they never
-    queue at a backend and interactive work never waits behind them (:meth:`LoadState.for_batch`).
+    they only take slots that are free and that interactive work does not hold in reserve, so interactive
+    work never waits behind them for its reserve (:meth:`LoadState.for_batch`).
 Decision for a request with data origin o, client zone z and model m
     C = {b : serves[m, b] and allowed[o, b]}        empty -> "no_backend" (m served nowhere) or "residency"
     H = {b in C : healthy[b]}                       empty -> "unhealthy"
@@ -290,8 +290,8 @@ def route_many(table: RouteTable, state: LoadState, origin: IntArray, client: In
     if len(o) == 0:
         return Decisions(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     Z, M = len(table.zones), max(len(table.models), 1)
-    W = max(len(table.budget_ms), 1)
     w = np.zeros_like(o) if workload is None else np.asarray(workload, dtype=np.int64)
+    W = max(len(table.budget_ms), int(w.max()) + 1, 1)
     keys = ((o * Z + z) * M + m) * W + w
     uniq, inverse = np.unique(keys, return_inverse=True)
     inverse = inverse.reshape(-1)

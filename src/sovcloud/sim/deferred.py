@@ -4,16 +4,17 @@ Batch requests do not go to a backend when they arrive. They wait in their key's
 order, so earliest deadline first within a key) and the simulator releases them every
 ``batch_tick_s`` (default 5 s of simulated time), before the tick's interactive arrivals:
 
-    expire   (every minute) a queued request whose deadline t_i + deadline_w has passed is taken
-             out and rejected as ``expired`` (the OpenAI Batch API's status for it)
+    expire   a queued request whose deadline t_i + deadline_w has passed is taken out and rejected
+             as ``expired`` (the OpenAI Batch API's status for it)
     room[b]  = batch_limit[b] + reuse[b]    batch_limit of the router core (LoadState.batch_limit):
                                             free slots interactive work does not hold in reserve;
                                             reuse[b] = floor(due[b] batch_inflight[b] / inflight[b]), due[b]:
                                             requests of b that end before the next release (the batch
                                             share of them frees slots batch work may take again)
     decide   the router core decides the queued counts per key against that room
-             (:func:`sovcloud.sim.route.decide_counts`): granted requests leave their queues in
-             arrival order and start at the release time or when their slot frees (within the tick)
+             (:func:`sovcloud.sim.route.decide_keys`): granted requests leave their queues in
+             arrival order and start at the release time, or, for the batch share of the slots that free
+             before the next release, when that slot frees
     a key no backend may ever serve (residency, or its model served nowhere) is rejected on arrival;
     unhealthy or saturated keys keep waiting
 
@@ -188,6 +189,7 @@ class Deferral:
         q = self.queue
         if not q.size.any():
             return
+        self.expire(now)  # a request past its deadline expires rather than being served late
         eng = self.engine
         kernels.due(now, until, eng.bheap, eng.boff, eng.bn, self._due)
         # the batch requests among those that end before the next release free slots batch work may reuse

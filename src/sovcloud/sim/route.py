@@ -134,8 +134,8 @@ def decide_tick(table: RouteTable, state: LoadState, zone: i8, model: i8,
     n, n_b = len(zone), len(table.backend_ids)
     if n_b == 0:
         return np.full(n, -1, dtype=np.int64), np.full(n, NO_BACKEND, dtype=np.int64), 0
-    n_m, n_w = max(len(table.models), 1), max(len(table.budget_ms), 1)
     w = np.zeros_like(zone) if workload is None else workload
+    n_m, n_w = max(len(table.models), 1), max(len(table.budget_ms), int(w.max(initial=0)) + 1, 1)
     keys, inv, counts = np.unique((zone * n_m + model) * n_w + w, return_inverse=True, return_counts=True)
     inv = inv.reshape(-1)
     dec = decide_keys(table, state, keys // (n_m * n_w), (keys // n_w) % n_m, counts.astype(np.float64),

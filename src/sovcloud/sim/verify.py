@@ -89,9 +89,9 @@ def _row(scope: str, name: str, planned: float | None, e: NDArray[np.int64], rej
     return CheckRow(scope, name, planned, served / done, met / done, sat / arrivals, arrivals)
 
 
-def _planned(served_share: dict[str, object], group: str, name: str, index: int) -> float | None:
+def _planned(served_share: dict[str, object], group: str, name: str, index: int | None) -> float | None:
     values = served_share.get(group)
-    if not isinstance(values, dict):
+    if not isinstance(values, dict) or index is None:
         return None
     v = values.get(name)
     return float(v[index]) if isinstance(v, list) and index < len(v) and v[index] is not None else None
@@ -103,7 +103,7 @@ def check_run(run: SimRun, *, target: float = 0.95, max_saturated: float = 0.005
     period = run.backends.period
     share = run.doc.raw.get("served_share") or {}
     periods = list(share.get("periods") or run.doc.periods) if isinstance(share, dict) else run.doc.periods
-    index = periods.index(period) if period in periods else -1
+    index = periods.index(period) if period in periods else None
     every = np.ones(e.shape[1], dtype=bool)
     rows: list[CheckRow] = []
     for i, w in enumerate(str(x) for x in run.world.ds.workload.values):

@@ -104,6 +104,7 @@ def deployment_service(world: World, service: ModelService, model: ModelArch, ch
     u = _interactive_u(world, point, chip, interactive) if point.meets_slo else {w.id: 0.0 for w in interactive}
     batch = 1.0 - world.scenario.planning.batch_reserve
     util = {w: u.get(w, batch) for w in service.workloads}
-    strictest = min(u.values(), default=1.0)
-    headroom = 1.0 / strictest - 1.0 if strictest > 0 else 0.0
+    # the reserve is set by the strictest interactive workload the engine serves at all (u > 0)
+    strictest = min((x for x in u.values() if x > 0), default=1.0)
+    headroom = 1.0 / strictest - 1.0
     return Deployment(point=point, utilization=util, headroom=headroom)
