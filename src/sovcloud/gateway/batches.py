@@ -173,8 +173,8 @@ class BatchRunner:
     async def resume(self) -> int:
         """Start again every batch a stopped gateway left unfinished; returns how many."""
         n = 0
-        for tenant_dir in self.files.folder.glob("*/batches"):
-            for path in tenant_dir.glob("batch_*.json"):
+        for folder in self.files.folder.glob("*/batches"):
+            for path in folder.glob("batch_*.json"):
                 batch = orjson.loads(path.read_bytes())
                 tenant = self.tenants(batch["tenant"])
                 if batch["status"] in ("in_progress", "finalizing", "cancelling") and tenant is not None:
