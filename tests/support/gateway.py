@@ -45,13 +45,14 @@ def tiny_plan(folder: Path) -> Path:
 
 
 @contextmanager
-def serve_app(app: Any, timeout: float = 60.0) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread on a free 127.0.0.1 port; yields its base URL."""
+def serve_app(app: Any, timeout: float = 60.0, http: Any = "auto") -> Iterator[str]:
+    """Run an ASGI app under uvicorn (``http``: its HTTP protocol) in a thread on a free 127.0.0.1 port; yields its
+    base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False,
-                                           loop="asyncio", timeout_graceful_shutdown=5, backlog=2048))
+                                           loop="asyncio", timeout_graceful_shutdown=5, backlog=2048, http=http))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     end = time.monotonic() + timeout

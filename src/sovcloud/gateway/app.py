@@ -38,6 +38,7 @@ from sovcloud.gateway.config import GatewayConfig, load_gateway_config, plan_bac
 from sovcloud.gateway.handler import Gateway, Validator
 from sovcloud.gateway.metrics import CONTENT_TYPE, configure_json_logging
 from sovcloud.gateway.parts import GatewayParts
+from sovcloud.gateway.protocol import GatewayProtocol
 from sovcloud.gateway.responses import ResponsesRequests
 from sovcloud.gateway.schema import openapi_schema
 from sovcloud.gateway.upstream import AiohttpUpstream, UpstreamClient
@@ -237,7 +238,7 @@ def serve(config: Path, host: str = "127.0.0.1", port: int = 8000, log_level: st
     sys.setswitchinterval(0.0005)
     # proxy_headers off: the gateway never reads the client address, so uvicorn's X-Forwarded-* middleware
     # would only cost a call per request
-    uv = uvicorn.Config(app, host=host, port=port, loop="uvloop", lifespan="on", access_log=False,
-                        log_config=None, log_level=log_level, timeout_graceful_shutdown=10, backlog=4096,
-                        proxy_headers=False)
+    uv = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=GatewayProtocol, lifespan="on",
+                        access_log=False, log_config=None, log_level=log_level, timeout_graceful_shutdown=10,
+                        backlog=4096, proxy_headers=False)
     uvicorn.Server(uv).run()
