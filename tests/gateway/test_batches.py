@@ -127,11 +127,12 @@ class Held(FakeUpstream):
         super().__init__()
         self.go, self.allow, self.seen = asyncio.Event(), allow, 0
 
-    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool) -> Any:
+    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool,
+                   content_type: str | None = None) -> Any:
         self.seen += 1
         if self.seen > self.allow:
             await self.go.wait()
-        return await super().post(target, path, body, stream)
+        return await super().post(target, path, body, stream, content_type)
 
 
 def _gw(upstream: FakeUpstream, folder: Path) -> Gateway:

@@ -40,7 +40,8 @@ class _Slow:
 
 
 class SlowUpstream(FakeUpstream):
-    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool) -> Any:
+    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool,
+                   content_type: str | None = None) -> Any:
         self.calls.append(target.backend_id)
         ev = [b"data: " + orjson.dumps({"id": "x", "choices": [{"index": 0, "delta": {"content": "hi"}}]}) + b"\n\n"
               for _ in range(3)]

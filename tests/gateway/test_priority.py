@@ -32,10 +32,11 @@ class HeldUpstream(FakeUpstream):
         self.go = asyncio.Event()
         self.seen: list[str] = []
 
-    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool) -> Any:
+    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool,
+                   content_type: str | None = None) -> Any:
         self.seen.append("batch" if b'"flex"' in body or b"batch-" in body else "chat")
         await self.go.wait()
-        return await super().post(target, path, body, stream)
+        return await super().post(target, path, body, stream, content_type)
 
 
 def _gateway(upstream: FakeUpstream, slots: float = 4.0, **cfg: Any) -> Gateway:

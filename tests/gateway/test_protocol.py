@@ -21,9 +21,10 @@ from tests.support.gateway import FakeUpstream, fake_gateway, serve_app
 class SlowUpstream(FakeUpstream):
     """Answers after 0.3 s, as an engine does: the client's end of input arrives before the answer."""
 
-    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool) -> Any:
+    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool,
+                   content_type: str | None = None) -> Any:
         await asyncio.sleep(0.3)
-        return await super().post(target, path, body, stream)
+        return await super().post(target, path, body, stream, content_type)
 
 
 def _app() -> object:

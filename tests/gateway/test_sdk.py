@@ -132,3 +132,20 @@ def test_responses_plain_and_streamed(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="previous_response_id") as info:
         client.responses.create(model="qwen3-8b", input="x", previous_response_id="resp_1")
     assert info.value.code == "unsupported_parameter"
+
+
+def test_audio_speech_and_transcriptions_pass_through_and_are_metered(gateway: tuple[str, str, str, str]) -> None:
+    url, key, _, _ = gateway
+    with openai.OpenAI(base_url=url, api_key=key, max_retries=0) as client:
+        speech = client.audio.speech.with_raw_response.create(model="qwen3-8b", voice="alloy", input="Bonjour " * 8,
+                                                              response_format="wav")
+        audio = speech.content
+        assert audio.startswith(b"RIFF") and speech.headers["content-type"] == "audio/wav"
+        assert speech.headers["x-sovcloud-policy"] == "origin=z-fr; rule=eu; decision=ok"
+        raw = client.audio.transcriptions.with_raw_response.create(model="qwen3-8b", file=("a.wav", audio))
+        text = raw.parse()
+        assert text.text == "emulated transcript of the audio"
+        assert raw.headers["x-sovcloud-region"] in ("de-fra", "fr-par")
+        with pytest.raises(openai.BadRequestError) as err:
+            client.audio.speech.create(model="qwen3-8b", voice="alloy", input="x" * 5000)
+        assert err.value.body is not None and "4,096" in str(err.value.body)

@@ -176,12 +176,13 @@ class _HeldUpstream(FakeUpstream):
         super().__init__(behaviour)
         self.held, self.gate = held, asyncio.Event()
 
-    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool) -> Any:
+    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool,
+                   content_type: str | None = None) -> Any:
         if target.backend_id == self.held:
             self.calls.append(target.backend_id)
             await self.gate.wait()
             self.calls.remove(target.backend_id)  # recorded above already; the parent records it again
-        return await super().post(target, path, body, stream)
+        return await super().post(target, path, body, stream, content_type)
 
 
 def test_through_the_gateway_a_half_open_backend_gets_one_trial_among_30_concurrent_requests() -> None:

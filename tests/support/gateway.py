@@ -91,9 +91,10 @@ def pg_database() -> Iterator[str]:
 
 # ---- in-process fakes -----------------------------------------------------------------------------------
 class _Resp:
-    def __init__(self, status: int, body: bytes, events: list[bytes] | None = None) -> None:
+    def __init__(self, status: int, body: bytes, events: list[bytes] | None = None,
+                 content_type: str | None = None) -> None:
         self.status, self._body, self._events = status, body, events
-        self.content_type = "text/event-stream" if events is not None else "application/json"
+        self.content_type = content_type or ("text/event-stream" if events is not None else "application/json")
 
     async def read(self) -> bytes:
         return self._body
@@ -116,7 +117,8 @@ class FakeUpstream:
         self.calls: list[str] = []
         self.completion_tokens = completion_tokens
 
-    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool) -> _Resp:
+    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool,
+                   content_type: str | None = None) -> _Resp:
         self.calls.append(target.backend_id)
         mode = self.behaviour.get(target.backend_id, "ok")
         if mode in ("connect", "down"):
@@ -124,6 +126,11 @@ class FakeUpstream:
         if mode in ("500", "400"):
             err = {"error": {"message": "fake", "type": "x", "param": None, "code": None}}
             return _Resp(int(mode), orjson.dumps(err))
+        if path == "/audio/speech":
+            return _Resp(200, b"RIFF" + bytes(60), content_type="audio/wav")
+        if path == "/audio/transcriptions":
+            use = {"type": "tokens", "input_tokens": 40, "output_tokens": 3, "total_tokens": 43}
+            return _Resp(200, orjson.dumps({"text": "fake transcript", "usage": use}))
         req = orjson.loads(body)
         n = min(self.completion_tokens, int(req.get("max_tokens") or req.get("max_completion_tokens") or 16))
         usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}

@@ -33,8 +33,10 @@ from pydantic import ValidationError
 from sovcloud.errors import ApiError
 from sovcloud.gateway.bodies import Error, RequestModels, capped
 from sovcloud.gateway.refusal import Refusals
+from sovcloud.gateway.uploads import Upload
 
-__all__ = ["IMAGE_TOKENS", "ParsedRequest", "RequestValidator", "api_error_body", "error_body", "parse_body"]
+__all__ = ["IMAGE_TOKENS", "ParsedRequest", "RequestValidator", "api_error_body", "error_body", "parse_body",
+           "text_token_estimate"]
 
 IMAGE_TOKENS = 2048
 
@@ -60,6 +62,7 @@ class ParsedRequest:
     max_tokens: int  # completion tokens reserved (max_tokens, x best_of x prompts for completions; 0 for embeddings)
     stream: bool
     include_usage: bool
+    upload: Upload | None = None  # a multipart request (audio transcriptions): sent upstream re-encoded
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -78,6 +81,11 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise ApiError(400, f"The request body must be a JSON object (got a JSON {type(data).__name__}).",
                        code="invalid_json")
     return data
+
+
+def text_token_estimate(s: str) -> int:
+    """Tokens the gateway reserves for a text: ceil(UTF-8 bytes / 3) (generous: most tokenizers give about 4)."""
+    return _text_tokens(s)
 
 
 def _text_tokens(s: str) -> int:

@@ -33,6 +33,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from sovcloud.gateway.api import RequestValidator, error_body
+from sovcloud.gateway.audio import AudioApi
 from sovcloud.gateway.batch_api import BatchApi
 from sovcloud.gateway.config import GatewayConfig, load_gateway_config, plan_backends, resolve_targets
 from sovcloud.gateway.handler import Gateway, Validator
@@ -203,6 +204,7 @@ def create_app(gw: Gateway, on_start: Sequence[Hook] = (), on_stop: Sequence[Hoo
         Route("/metrics", metrics, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         *batches.routes(),
+        *AudioApi(gw).routes(),
     ]
     rest = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     return GatewayApp(gw, rest, requests)

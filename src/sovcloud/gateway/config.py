@@ -100,6 +100,8 @@ class UpstreamsConfig(_Cfg):
 
 class LimitsConfig(_Cfg):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="larger audio uploads get 413 (OpenAI's "
+                                  "limit for transcriptions: 25 MB)")
     body_timeout_s: float = Field(30.0, gt=0, description="a body not received whole within this time gets 408 "
                                                           "(e.g. a Content-Length larger than what is sent)")
     default_max_tokens: int = Field(1024, ge=1, description="reserved (and sent upstream) when a request names none")

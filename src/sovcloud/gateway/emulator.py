@@ -271,6 +271,35 @@ class Emulator:
                           "invalid_request")
         return Response(orjson.dumps({"changed": changed}), media_type="application/json")
 
+    async def audio(self, request: Request) -> Response:
+        """``/audio/speech`` (a silent 16-bit 24 kHz WAV, 1 s per 15 characters) and ``/audio/transcriptions`` (a
+        fixed transcript with token usage: one input token per 100 bytes of audio, one output token per word)."""
+        be = self._backend(request)
+        if isinstance(be, Response):
+            return be
+        be.requests += 1
+        if be.mode == "error":
+            return _error(500, f"backend {be.id} failed (emulated error)", "internal_error")
+        if request.url.path.endswith("/audio/speech"):
+            try:
+                body = orjson.loads(await request.body())
+            except orjson.JSONDecodeError:
+                return _error(400, "body is not JSON", "invalid_json")
+            frames = 24_000 * max(1, len(str(body.get("input", ""))) // 15)
+            data = frames * 2
+            header = (b"RIFF" + (36 + data).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+                      + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (24_000).to_bytes(4, "little")
+                      + (48_000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+                      + b"data" + data.to_bytes(4, "little"))
+            return Response(header + bytes(data), media_type="audio/wav")
+        async with request.form() as form:
+            upload = form.get("file")
+            size = len(await upload.read()) if not isinstance(upload, str) and upload is not None else 0
+        text = "emulated transcript of the audio"
+        usage = {"type": "tokens", "input_tokens": max(1, size // 100), "output_tokens": len(text.split()),
+                 "total_tokens": max(1, size // 100) + len(text.split())}
+        return Response(orjson.dumps({"text": text, "usage": usage}), media_type="application/json")
+
     def app(self) -> Starlette:
         return Starlette(routes=[
             Route("/_emulator/stats", self.stats, methods=["GET"]),
@@ -278,6 +307,8 @@ class Emulator:
             Route("/{backend:path}/v1/chat/completions", self.generate, methods=["POST"]),
             Route("/{backend:path}/v1/completions", self.generate, methods=["POST"]),
             Route("/{backend:path}/v1/embeddings", self.generate, methods=["POST"]),
+            Route("/{backend:path}/v1/audio/speech", self.audio, methods=["POST"]),
+            Route("/{backend:path}/v1/audio/transcriptions", self.audio, methods=["POST"]),
             Route("/{backend:path}/v1/models", self.models, methods=["GET"]),
         ])
 

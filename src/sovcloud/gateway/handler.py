@@ -58,7 +58,7 @@ from sovcloud.gateway.parts import GatewayParts
 from sovcloud.gateway.responses import Echo, ResponseEvents, ResponsesRequests, ResponsesStream, plain_response
 from sovcloud.gateway.stream import SseRelay, StreamResponse
 from sovcloud.gateway.upstream import BackendHealth, UpstreamResponse
-from sovcloud.gateway.usage import count_tokens, text_tokens
+from sovcloud.gateway.usage import count_tokens, plain_usage
 from sovcloud.metering.book import Reservation
 from sovcloud.metering.tenants import RateLimiter, Tenant
 from sovcloud.routing.router import Decision, LoadState, route
@@ -138,17 +138,29 @@ class Gateway:
     async def batch_line(self, tenant: Tenant, body: dict[str, Any], endpoint: str, path: str,
                          validate: Validator) -> Response:
         """One line of a batch (:mod:`sovcloud.gateway.batches`): the request path of ``tenant`` as deferred work."""
+        try:
+            req = validate(body)
+        except ApiError as exc:
+            return await self._refuse(exc, None, endpoint, time.perf_counter())
+        return await self.run_parsed({}, tenant, req, endpoint, path, deferred=True)
+
+    async def run_parsed(self, headers: dict[bytes, bytes], tenant: Tenant, req: ParsedRequest, endpoint: str,
+                         path: str, *, deferred: bool = False) -> Response:
+        """Admit, route, reserve and forward a request already authenticated and checked (audio, batch lines)."""
         t0 = time.perf_counter()
         call: Call | None = None
         try:
-            req = validate(body)
-            call = self.admission.admit({}, tenant, req, endpoint, t0)
-            call.deferred = True
+            call = self.admission.admit(headers, tenant, req, endpoint, t0)
+            call.deferred = deferred or deferrable(headers.get(PRIORITY_HEADER), req.body.get("service_tier"))
             return await self._serve(call, path)
         except ApiError as exc:
             return await self._refuse(exc, call, endpoint, t0)
         except Exception:
             return await self._failed(call, endpoint, t0)
+
+    async def refuse(self, exc: ApiError, endpoint: str) -> Response:
+        """The answer to a request refused before admission (its body could not be read or checked)."""
+        return await self._refuse(exc, None, endpoint, time.perf_counter())
 
     async def _serve(self, call: Call, path: str) -> Response:
         """Route, reserve and forward an admitted call. Deferred work reserves first, then waits for its slot:
@@ -287,20 +299,25 @@ class Gateway:
             self.log.error("release failed", extra={"fields": {"request_id": call.rid, "error": str(exc)}})
         call.reservation = None
 
-    def _payload(self, call: Call, b: int) -> bytes:
-        body = call.req.body
+    def _payload(self, call: Call, b: int) -> tuple[bytes, str | None]:
+        """The body for backend ``b`` (its model name) and its content type (None: JSON)."""
         up_model = self.parts.targets[b].model
+        if call.req.upload is not None:
+            return call.req.upload.encode(up_model)
+        body = call.req.body
         if up_model != body["model"]:
             body = {**body, "model": up_model}
         if call.req.stream:
             body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
-        return orjson.dumps(body)
+        return orjson.dumps(body), None
 
     async def _attempt(self, call: Call, b: int, path: str) -> tuple[UpstreamResponse | None, str]:
         """POST to backend ``b``; (response, "") on a usable answer, (None, failure kind) on a failover one."""
         target = self.parts.targets[b]
+        payload, content_type = self._payload(call, b)
         try:
-            resp = await self.parts.upstream.post(target, path, self._payload(call, b), call.req.stream)
+            resp = await (self.parts.upstream.post(target, path, payload, call.req.stream) if content_type is None
+                          else self.parts.upstream.post(target, path, payload, call.req.stream, content_type))
         except UpstreamError:
             return None, "connect"
         if resp.status >= 500 or resp.status == 429:
@@ -392,15 +409,7 @@ class Gateway:
         finally:
             self._leave(call, b)
         elapsed = time.perf_counter() - sent
-        try:
-            usage = orjson.loads(data).get("usage")
-        except (orjson.JSONDecodeError, AttributeError):
-            usage = None
-        u = usage if isinstance(usage, dict) else {}
-        call.prompt = count_tokens(u.get("prompt_tokens"), call.req.prompt_tokens)
-        done = u.get("completion_tokens")
-        sound = count_tokens(done, -1) >= 0
-        call.completion = count_tokens(done, 0) if sound else text_tokens(data, call.req.max_tokens)
+        call.prompt, call.completion = plain_usage(call.endpoint, data, call.req.prompt_tokens, call.req.max_tokens)
         self.health.success(b)
         self._observe_ttft(b, elapsed - call.completion * float(self.parts.tpot_s[b]))
         await self._reserved(call)
@@ -413,7 +422,9 @@ class Gateway:
                                code="ledger_unavailable") from None
         call.status = 200
         self._done(call, True)
-        return _raw(200, self._headers(call, JSON), data)
+        kind = JSON if call.endpoint not in ("speech", "transcriptions") \
+            else (resp.content_type or "application/octet-stream").encode()
+        return _raw(200, self._headers(call, kind), data)
 
     async def _stream(self, call: Call, resp: UpstreamResponse, sent: float) -> Response | None:
         relay = SseRelay(call.req.include_usage)

@@ -42,7 +42,8 @@ class UpstreamResponse(Protocol):
 
 
 class UpstreamClient(Protocol):
-    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool) -> UpstreamResponse: ...
+    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool,
+                   content_type: str | None = None) -> UpstreamResponse: ...
 
     async def probe(self, target: UpstreamTarget, path: str, timeout_s: float) -> bool: ...
 
@@ -103,10 +104,15 @@ class AiohttpUpstream:
             self._headers[target.backend_id] = h
         return h
 
-    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool) -> UpstreamResponse:
+    async def post(self, target: UpstreamTarget, path: str, body: bytes, stream: bool,
+                   content_type: str | None = None) -> UpstreamResponse:
+        """POST ``body`` (JSON, or ``content_type`` such as a multipart upload) to ``target`` + ``path``."""
         session = self._open()
+        headers = self._headers_for(target)
+        if content_type is not None:
+            headers = {**headers, "Content-Type": content_type}
         try:
-            resp = await session.post(target.url + path, data=body, headers=self._headers_for(target),
+            resp = await session.post(target.url + path, data=body, headers=headers,
                                       timeout=self._t_stream if stream else self._t_plain)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise UpstreamError(f"{target.url}: {exc!r}") from exc
