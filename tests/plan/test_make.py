@@ -428,3 +428,38 @@ def test_default_greedy_is_no_better_than_the_milp(default_plan: Plan, default_g
     serves_no_more = greedy_served <= milp_served * (1 + 1e-6)
     costs_more_per_token = g_obj / greedy_served >= r.objective / milp_served
     assert serves_no_more or costs_more_per_token
+
+
+def test_a_missed_renewable_target_is_named_and_exported() -> None:
+    """A target above what the sites' renewable offers can cover ends as a named, exported shortfall."""
+    from sovcloud.plan.io import plan_document
+
+    sc = load_scenario(DATA / "tiny_a.yaml")
+    sites = [s.model_copy(update={"renewable": s.renewable.model_copy(update={"max_share": 0.5})}) for s in sc.sites]
+    sc = sc.model_copy(update={"sites": sites,
+                               "policies": sc.policies.model_copy(update={"renewable_target": {2025: 0.8}})})
+    plan = make_plan(sc)
+    doc = plan_document(plan)
+    (miss,) = doc["renewables"]
+    assert miss["period"] == 2025 and miss["target"] == 0.8 and miss["shortfall_mwh"] > 0
+    assert miss["reached"] == pytest.approx(0.5, abs=0.01)
+    assert doc["shortfalls"][0].startswith("renewable target 2025: 80% asked, 50.0% reached")
+
+
+def test_the_served_objective_reports_dollars_not_its_scaled_value() -> None:
+    from rich.console import Console
+
+    from sovcloud.plan.io import plan_document
+    from sovcloud.plan.summary import objective_parts, print_summary
+
+    cost_plan = make_plan(load_scenario(DATA / "tiny_a.yaml"))
+    tco, pen = objective_parts(cost_plan)
+    assert tco + pen == pytest.approx(cost_plan.result.objective, rel=1e-9)  # the parts add up to the objective
+    plan = make_plan(load_scenario(DATA / "tiny_a.yaml"), PlanOptions(objective="served"))
+    s = plan_document(plan)["solver"]
+    tco, pen = objective_parts(plan)
+    assert s["objective"] == "served" and s["objective_musd"] == pytest.approx(tco + pen)
+    assert s["solver_value"] == pytest.approx(1e3 * pen + 0.1 * tco, rel=1e-6) and s["bound_musd"] is None
+    console = Console(record=True, width=200)
+    print_summary(plan, console)
+    assert f"discounted TCO US${tco:,.1f}M" in console.export_text()

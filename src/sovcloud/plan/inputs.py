@@ -35,7 +35,6 @@ Units: tokens in millions (Mtok), money in US$ millions, power in MW, energy in 
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +44,7 @@ from numpy.typing import NDArray
 from sovcloud.physics.energy import it_power_mw
 from sovcloud.physics.perf import Workload as PerfCase
 from sovcloud.physics.perf import goodput_table
-from sovcloud.policy.masks import policy_dates
+from sovcloud.policy.masks import add_months, decision_date, policy_dates
 from sovcloud.world.compiled import World
 from sovcloud.world.serving import deployment_service, model_services
 
@@ -320,13 +319,14 @@ def _site_arrays(world: World, periods: list[int]) -> dict[str, tuple[object, ..
 def _site_options(world: World, periods: list[int]) -> dict[str, tuple[object, ...]]:
     """Site options aggregated per site: cumulative MW cap, cost per MW, fixed cost, annuity, space and water.
 
-    An option adds its MW from the first period whose policy date is past its lead time; the costs
+    An option adds its MW from the first period whose policy date is on or after the decision date (January 1
+    of the first period) plus its lead time in calendar months; the costs
     per MW are the options' means weighted by their largest MW cap.
     """
     sc, ds = world.scenario, world.ds
     rate = sc.horizon.discount_rate
     dates = policy_dates(sc)
-    start = dt.date(periods[0], 1, 1)
+    start = decision_date(sc)
     S = len(sc.sites)
     opt_cap = np.zeros((S, len(periods)))
     capex_mw = np.zeros(S)
@@ -343,7 +343,7 @@ def _site_options(world: World, periods: list[int]) -> dict[str, tuple[object, .
         if water:
             water_cap[i] = float(sum(water))
         for o in site.options:
-            ready = start + dt.timedelta(days=o.lead_time_months * 30.44)
+            ready = add_months(start, o.lead_time_months)  # calendar months from the decision date
             for j, (p, d) in enumerate(zip(periods, dates, strict=True)):
                 if d >= ready:
                     opt_cap[i, j] += o.power_cap_mw.get(p, 0.0)

@@ -23,7 +23,15 @@ import pandas as pd
 
 from sovcloud.errors import SovcloudError
 from sovcloud.plan.make import Plan
-from sovcloud.plan.summary import check_plan, explain_shortfalls, latency_percentiles, served_shares, total_cost_musd
+from sovcloud.plan.summary import (
+    check_plan,
+    explain_shortfalls,
+    latency_percentiles,
+    objective_parts,
+    renewable_misses,
+    served_shares,
+    total_cost_musd,
+)
 from sovcloud.vocab import PLAN_SCHEMA
 
 __all__ = ["scenario_sha256", "write_plan"]
@@ -63,6 +71,7 @@ def _tables(plan: Plan) -> dict[str, pd.DataFrame]:
 
 def plan_document(plan: Plan, greedy: Plan | None = None, source: str | None = None) -> dict[str, Any]:
     a, r = plan.arrays, plan.result
+    parts = objective_parts(plan)
     checks = check_plan(plan)
     shares = served_shares(plan)
     doc: dict[str, Any] = {
@@ -73,8 +82,12 @@ def plan_document(plan: Plan, greedy: Plan | None = None, source: str | None = N
         "periods": [int(p) for p in a.period.values],
         "sites": [{"site": s.id, "name": s.name, "city": s.city, "country": s.country, "lat": s.lat, "lon": s.lon,
                    "kind": str(s.kind), "status": str(s.status)} for s in plan.scenario.sites],
-        "solver": {"source": r.source, "status": r.status, "objective_musd": _num(r.objective),
-                   "bound_musd": _num(r.bound), "gap": _num(r.gap), "timings_s": r.timings,
+        "solver": {"source": r.source, "status": r.status, "objective": plan.built_model.objective,
+                   # US$M in both objectives (TCO + penalties); the solver's own value and bound are in its units
+                   "objective_musd": _num(parts[0] + parts[1]), "tco_musd": _num(parts[0]),
+                   "penalties_musd": _num(parts[1]), "solver_value": _num(r.objective),
+                   "bound_musd": _num(r.bound) if plan.built_model.objective == "cost" else None,
+                   "solver_bound": _num(r.bound), "gap": _num(r.gap), "timings_s": r.timings,
                    "build_timings_s": plan.timings},
         "decisions": {
             "sites": [{"site": str(s), "period": int(p), "built_mw": round(float(a.built_mw.sel(site=s, period=p)), 6),
@@ -105,6 +118,7 @@ def plan_document(plan: Plan, greedy: Plan | None = None, source: str | None = N
                    "export_violations": checks.export_violations, "power_violations": checks.power_violations,
                    "budget_ok": checks.budget_ok},
         "shortfalls": explain_shortfalls(plan),
+        "renewables": renewable_misses(plan),
     }
     if greedy is not None:
         doc["greedy_baseline"] = {"discounted_cost_musd": total_cost_musd(greedy),

@@ -36,6 +36,8 @@ class BuiltModel:
     inputs: PlanInputs
     objective: str
     residency_groups: list[ResidencyGroup]
+    cost: linopy.LinearExpression | None = None  # discounted TCO, US$M (the objective's cost part)
+    penalty: linopy.LinearExpression | None = None  # unserved demand and renewable shortfall, US$M
 
 
 def _idx(name: str, values: object) -> pd.Index:
@@ -141,8 +143,9 @@ def _build(pi: PlanInputs, objective: str, resilience_share: float | None,
     if renew_gap is not None:
         penalty_terms.append((renew_gap * (RENEWABLE_SHORTFALL_USD_PER_MWH / 1e6)
                               * d.df.sel(period=renew_gap.coords["period"].values)).sum())
-    _set_objective(m, objective, cost, penalty_terms)
-    return BuiltModel(model=m, inputs=pi, objective=objective, residency_groups=groups)
+    penalty = _set_objective(m, objective, cost, penalty_terms)
+    return BuiltModel(model=m, inputs=pi, objective=objective, residency_groups=groups,
+                      cost=_expr(cost), penalty=None if penalty is None else _expr(penalty))
 
 
 # ------------------------------------------------------------------------------ variable blocks
@@ -391,8 +394,12 @@ def _cost(d: xr.Dataset, servers: linopy.Variable, built: Expr, opened: linopy.V
     return cost
 
 
-def _set_objective(m: linopy.Model, objective: str, cost: Expr, penalty_terms: list[Expr]) -> None:
-    """Minimise cost + penalties, or (``served``) penalties first with cost as a tie-break."""
+def _expr(x: Expr) -> linopy.LinearExpression:
+    return x if isinstance(x, linopy.LinearExpression) else 1 * x
+
+
+def _set_objective(m: linopy.Model, objective: str, cost: Expr, penalty_terms: list[Expr]) -> Expr | None:
+    """Minimise cost + penalties, or (``served``) penalties first with cost as a tie-break; returns the penalties."""
     unserved: Expr | None = None
     for term in penalty_terms:
         unserved = term if unserved is None else unserved + term
@@ -400,6 +407,7 @@ def _set_objective(m: linopy.Model, objective: str, cost: Expr, penalty_terms: l
         m.add_objective(unserved * 1e3 + cost * 1e-1)
     else:
         m.add_objective(cost + unserved if unserved is not None else cost)
+    return unserved
 
 
 # ---------------------------------------------------------------------------------- improvement

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 
 from sovcloud.errors import SolveError
 
-__all__ = ["Fallback", "Improver", "SolveResult", "solve", "solve_fixed"]
+__all__ = ["Fallback", "Improver", "SolveResult", "evaluate", "solve", "solve_fixed"]
 
 #: models with more columns than this solve their LP relaxation by interior point (no crossover)
 IPM_ABOVE_COLUMNS = 300_000
@@ -60,6 +60,24 @@ class SolveResult:
 
     def __getitem__(self, name: str) -> xr.DataArray:
         return self.values[name]
+
+
+def evaluate(model: linopy.Model, values: dict[str, xr.DataArray], expr: linopy.LinearExpression) -> float:
+    """The value of ``expr`` (a linear expression of ``model``) at the solution ``values``."""
+    x = np.zeros(int(model._xCounter))
+    for name, var in model.variables.items():
+        if name not in values:
+            continue
+        labels = var.labels.values
+        val = values[name].reindex_like(var.labels).values if values[name].shape != labels.shape \
+            else values[name].values
+        ok = labels >= 0
+        x[labels[ok]] = np.nan_to_num(np.asarray(val, dtype=np.float64)[ok])
+    vars_ = np.asarray(expr.vars.values)
+    coeffs = np.asarray(expr.coeffs.values)
+    used = vars_ >= 0
+    const = float(np.nansum(np.asarray(expr.const.values)))
+    return float((coeffs[used] * x[vars_[used]]).sum()) + const
 
 
 class _Deadline:

@@ -23,8 +23,10 @@ from rich.table import Table
 
 from sovcloud.geo import countries
 from sovcloud.plan.make import Plan
+from sovcloud.plan.solver import evaluate
 
-__all__ = ["Checks", "check_plan", "explain_shortfalls", "latency_percentiles", "print_summary", "served_shares"]
+__all__ = ["Checks", "check_plan", "explain_shortfalls", "latency_percentiles", "objective_parts", "print_summary",
+           "renewable_misses", "served_shares"]
 
 CONTINENTS = {"AS": "Asia", "EU": "Europe", "NA": "North America", "SA": "South America", "AF": "Africa",
               "OC": "Oceania", "AN": "Antarctica"}
@@ -99,8 +101,33 @@ def _dual(plan: Plan, name: str) -> xr.DataArray | None:
     return duals.get(name)
 
 
+def renewable_misses(plan: Plan) -> list[dict[str, float]]:
+    """Per period with a renewable target: the target, the share reached and the MWh short (0 when met)."""
+    a, d, r = plan.arrays, plan.inputs.ds, plan.result
+    gap = r.values.get("renewable_shortfall")
+    out = []
+    for p in d.period.values:
+        target = float(d.renewable_target.sel(period=p))
+        if target <= 0:
+            continue
+        energy = float(a.energy_mwh.sel(period=p).sum())
+        reached = float(a.renewable_mwh.sel(period=p).sum()) / energy if energy > 0 else 1.0
+        short = float(gap.sel(period=p)) if gap is not None and p in gap.period.values else 0.0
+        out.append({"period": int(p), "target": target, "reached": reached, "shortfall_mwh": max(short, 0.0)})
+    return out
+
+
 def explain_shortfalls(plan: Plan, threshold: float = 0.01, limit: int = 25) -> list[str]:
-    """Sentences naming short (country, workload, period) and the limits that bind (see module doc)."""
+    """Sentences naming short (country, workload, period) and the limits that bind (see module doc), after
+    the renewable targets missed."""
+    misses = [f"renewable target {m['period']}: {m['target']:.0%} asked, {m['reached']:.1%} reached "
+              f"({m['shortfall_mwh'] / 1e3:,.1f} GWh short): the sites' renewable shares (renewable_max) cannot "
+              "cover more of their energy" for m in renewable_misses(plan) if m["shortfall_mwh"] > 1e-3]
+    return misses + _demand_shortfalls(plan, threshold, limit)
+
+
+def _demand_shortfalls(plan: Plan, threshold: float, limit: int) -> list[str]:  # Length: one pass of reasons
+    """The unserved (country, workload, period) triples with the limits that bind there."""
     a, ds, d = plan.arrays, plan.world.ds, plan.inputs.ds
     sc = plan.scenario
     served = a.served_mtok_day.sum(["site", "model"])
@@ -189,8 +216,16 @@ def print_summary(plan: Plan, console: Console, greedy: Plan | None = None) -> N
     console.print(f"[bold]Plan for {sc.name}[/bold]" + (f" under shocks {', '.join(sc.applied_shocks)}"
                                                         if sc.applied_shocks else ""))
     gap = "n/a" if not np.isfinite(r.gap) else f"{r.gap:.2%}"
-    console.print(f"solver: {r.source}, HiGHS status '{r.status}'; objective US${r.objective:,.1f}M (discounted TCO + "
-                  f"penalties), bound US${r.bound:,.1f}M, gap {gap}; solve {r.timings.get('total_s', 0):.1f} s")
+    tco, pen = objective_parts(plan)
+    if plan.built_model.objective == "served":
+        console.print(f"solver: {r.source}, HiGHS status '{r.status}'; objective 'served' (unserved demand first): "
+                      f"penalties US${pen:,.1f}M, discounted TCO US${tco:,.1f}M; the solver's value "
+                      f"{r.objective:,.1f} (1,000 x penalties + 0.1 x TCO), bound {r.bound:,.1f}, gap {gap}; "
+                      f"solve {r.timings.get('total_s', 0):.1f} s")
+    else:
+        console.print(f"solver: {r.source}, HiGHS status '{r.status}'; objective US${r.objective:,.1f}M (discounted "
+                      f"TCO US${tco:,.1f}M + penalties US${pen:,.1f}M), bound US${r.bound:,.1f}M, gap {gap}; "
+                      f"solve {r.timings.get('total_s', 0):.1f} s")
 
     t = Table(title="Sites built, leased or expanded (new IT MW, cumulative)")
     for col in ["site", "kind", *[str(p) for p in periods], "opened"]:
@@ -258,6 +293,14 @@ def print_summary(plan: Plan, console: Console, greedy: Plan | None = None) -> N
         console.print("[bold]Shortfalls[/bold] (largest first):")
         for line in reasons:
             console.print(f"  - {line}", markup=False, highlight=False)
+
+
+def objective_parts(plan: Plan) -> tuple[float, float]:
+    """(discounted TCO, penalties) of the objective at the plan's solution, US$M: the parts the solver weighed."""
+    bm, r = plan.built_model, plan.result
+    tco = evaluate(bm.model, r.values, bm.cost) if bm.cost is not None else float("nan")
+    pen = evaluate(bm.model, r.values, bm.penalty) if bm.penalty is not None else 0.0
+    return tco, pen
 
 
 def total_cost_musd(plan: Plan) -> float:

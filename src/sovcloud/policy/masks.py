@@ -29,7 +29,8 @@ from sovcloud.errors import Problem, ScenarioError
 from sovcloud.scenario.model import Scenario
 from sovcloud.scenario.rules import ExportRule
 
-__all__ = ["EXPORT_CODES", "ExportMasks", "expand", "export_masks", "policy_dates", "residency_mask"]
+__all__ = ["EXPORT_CODES", "ExportMasks", "add_months", "decision_date", "expand", "export_masks", "policy_dates",
+           "residency_mask"]
 
 EXPORT_CODES: dict[str, int] = {"allowed": 0, "licensed": 1, "banned": 2}
 
@@ -51,6 +52,19 @@ def expand(groups: dict[str, list[str]], items: list[str]) -> frozenset[str] | N
         else:
             out.add(item)
     return frozenset(out)
+
+
+def add_months(date: dt.date, months: int) -> dt.date:
+    """``date`` plus whole calendar months (the day clipped to the month's last: Jan 31 + 1 month = Feb 28/29)."""
+    y, m = divmod(date.month - 1 + months, 12)
+    year, month = date.year + y, m + 1
+    last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
+    return dt.date(year, month, min(date.day, last))
+
+
+def decision_date(scenario: Scenario) -> dt.date:
+    """The date build and lease decisions are taken: January 1 of the first period (lead times count from it)."""
+    return dt.date(int(scenario.horizon.periods[0]), 1, 1)
 
 
 def policy_dates(scenario: Scenario) -> list[dt.date]:

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from sovcloud.geo import countries, haversine_km
 from sovcloud.physics.latency import rtt_ms
-from sovcloud.policy.masks import export_masks, policy_dates, residency_mask
+from sovcloud.policy.masks import add_months, decision_date, export_masks, policy_dates, residency_mask
 from sovcloud.scenario.model import Scenario
 from sovcloud.vocab import PRECISION_BYTES
 from sovcloud.world.shocks import apply_shocks
@@ -81,7 +81,7 @@ def _adoption(scenario: Scenario) -> NDArray[np.float64]:
 def _site_available(scenario: Scenario, dates: list[dt.date]) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
     periods = np.array(scenario.horizon.periods)
     screening = {s.country: s for s in scenario.policies.screening}
-    start = dt.date(int(periods[0]), 1, 1)
+    start = decision_date(scenario)
     avail = np.ones((len(scenario.sites), len(periods)), dtype=bool)
     delay_weeks = np.zeros(len(scenario.sites))
     for i, site in enumerate(scenario.sites):
@@ -96,8 +96,9 @@ def _site_available(scenario: Scenario, dates: list[dt.date]) -> tuple[NDArray[n
             if scr.denied:
                 avail[i] = False
         if site.kind == "candidate":
-            lead_days = min(o.lead_time_months for o in site.options) * 30.44 + delay_weeks[i] * 7
-            ready = start + dt.timedelta(days=lead_days)
+            # lead times in calendar months from the decision date, then the screening delay
+            ready = add_months(start, min(o.lead_time_months for o in site.options)) \
+                + dt.timedelta(days=delay_weeks[i] * 7)
             avail[i] &= np.array([d >= ready for d in dates])
     return avail, delay_weeks
 
