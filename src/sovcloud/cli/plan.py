@@ -67,6 +67,23 @@ def plan(
         raise typer.Exit(1)
 
 
+def diff(
+    a: Path = typer.Argument(..., help="plan folder (or plan.json) A"),
+    b: Path = typer.Argument(..., help="plan folder (or plan.json) B"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the comparison as JSON"),
+) -> None:
+    """Compare two plans: sites, chips, spend, served share, latency, footprint, and the shortfalls that differ."""
+    import json
+
+    from sovcloud.plan.diff import diff_plans, print_diff
+
+    d = diff_plans(a, b)
+    print_diff(d, out_console)
+    if json_out is not None:
+        json_out.write_text(json.dumps(d.to_json(), indent=2, default=float) + "\n", encoding="utf-8")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``plan`` to ``app``."""
+    """Add ``plan`` and ``diff`` to ``app``."""
     app.command("plan")(cli_errors(plan))
+    app.command("diff")(cli_errors(diff))

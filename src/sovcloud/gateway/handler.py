@@ -50,6 +50,7 @@ from starlette.types import Receive, Scope
 
 from sovcloud.errors import ApiError, InsufficientFunds, LedgerError, UpstreamError
 from sovcloud.gateway.admission import Admission, Call
+from sovcloud.gateway.answers import ascii_bytes, raw_response, retrieve
 from sovcloud.gateway.api import ParsedRequest, api_error_body, error_body, parse_body
 from sovcloud.gateway.config import GatewayConfig
 from sovcloud.gateway.deferral import PRIORITY_HEADER, DeferredLine, deferrable
@@ -71,10 +72,6 @@ _SSE = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 Validator = Callable[[dict[str, Any]], ParsedRequest]
 
 
-def _ascii(s: str) -> bytes:
-    return s.encode("ascii", "replace")
-
-
 class Gateway:
     """The request logic over :class:`GatewayParts` (no global state: several may live in one process)."""
 
@@ -90,7 +87,7 @@ class Gateway:
         self._clock = clock
         self.log = log or logging.getLogger("sovcloud.gateway")
         self.access = AccessLog()
-        self._backend_headers = [[(b"x-sovcloud-region", _ascii(s)), (b"x-sovcloud-backend", _ascii(b))]
+        self._backend_headers = [[(b"x-sovcloud-region", ascii_bytes(s)), (b"x-sovcloud-backend", ascii_bytes(b))]
                                  for s, b in zip(t.backend_site, t.backend_ids, strict=True)]
         self._exclude_zero = np.zeros(len(t.backend_ids), dtype=bool)
         self._broke: dict[str, float] = {}  # tenant -> until when it reserves before going upstream
@@ -105,7 +102,7 @@ class Gateway:
             return await self._refuse(exc, None, "models", t0)
         data = self.admission.models_for(tenant)
         self.metrics.request("models", 200, time.perf_counter() - t0, False)
-        return _raw(200, [(b"content-type", JSON)], orjson.dumps({"object": "list", "data": data}))
+        return raw_response(200, [(b"content-type", JSON)], orjson.dumps({"object": "list", "data": data}))
 
     async def model(self, request: Request) -> Response:
         """``GET /v1/models/{model}``: OpenAI's model object, if the tenant may use the model (else 404)."""
@@ -116,7 +113,7 @@ class Gateway:
         except ApiError as exc:
             return await self._refuse(exc, None, "models", t0)
         self.metrics.request("models", 200, time.perf_counter() - t0, False)
-        return _raw(200, [(b"content-type", JSON)], orjson.dumps(card))
+        return raw_response(200, [(b"content-type", JSON)], orjson.dumps(card))
 
     async def generate(self, scope: Scope, receive: Receive, endpoint: str, path: str, validate: Validator) -> Response:
         """Answer one generating request (chat, completions, embeddings) straight from its ASGI scope."""
@@ -208,7 +205,7 @@ class Gateway:
         if isinstance(answer, StreamResponse):
             return ResponsesStream(answer, ResponseEvents(asked[0], rid, int(time.time())))
         headers = [(k, v) for k, v in answer.raw_headers if k != b"content-length"]
-        return _raw(200, headers, plain_response(bytes(answer.body), asked[0], rid))
+        return raw_response(200, headers, plain_response(bytes(answer.body), asked[0], rid))
 
     def _state(self, call: Call) -> LoadState:
         """The state a call is decided against: the full limits, or for deferred work only the spare slots."""
@@ -248,7 +245,7 @@ class Gateway:
         req = call.req
         res = await self.parts.ledger.reserve(call.tenant, call.rid, req.model, req.prompt_tokens, req.max_tokens)
         if req.stream and req.max_tokens > 0 and self.parts.ledger.premark:
-            asyncio.ensure_future(self.parts.ledger.progress(res, 1)).add_done_callback(_retrieve)
+            asyncio.ensure_future(self.parts.ledger.progress(res, 1)).add_done_callback(retrieve)
         return res
 
     async def _reserved(self, call: Call) -> None:
@@ -373,7 +370,7 @@ class Gateway:
     def _headers(self, call: Call, content_type: bytes) -> list[tuple[bytes, bytes]]:
         return [(b"content-type", content_type), (b"x-sovcloud-request-id", call.rid.encode()),
                 *self._backend_headers[call.backend],
-                (b"x-sovcloud-policy", _ascii(self.admission.policy[call.origin] + "ok")),
+                (b"x-sovcloud-policy", ascii_bytes(self.admission.policy[call.origin] + "ok")),
                 (b"x-sovcloud-attempts", str(call.attempts).encode()), *call.rate]
 
     def _observe_ttft(self, b: int, seconds: float) -> None:
@@ -398,7 +395,7 @@ class Gateway:
                               "invalid_request_error", None, "upstream_rejected")
         call.status = resp.status
         self._done(call, False)
-        return _raw(resp.status, self._headers(call, JSON), data)
+        return raw_response(resp.status, self._headers(call, JSON), data)
 
     async def _plain(self, call: Call, resp: UpstreamResponse, sent: float) -> Response | None:
         b = call.backend
@@ -424,7 +421,7 @@ class Gateway:
         self._done(call, True)
         kind = JSON if call.endpoint not in ("speech", "transcriptions") \
             else (resp.content_type or "application/octet-stream").encode()
-        return _raw(200, self._headers(call, kind), data)
+        return raw_response(200, self._headers(call, kind), data)
 
     async def _stream(self, call: Call, resp: UpstreamResponse, sent: float) -> Response | None:
         relay = SseRelay(call.req.include_usage)
@@ -494,16 +491,3 @@ class Gateway:
                 "origin": t.zones[call.origin], "client_zone": t.zones[call.client], "attempts": call.attempts,
                 "stream": call.req.stream, "prompt_tokens": call.prompt, "completion_tokens": call.completion,
                 "ms": round(seconds * 1000, 3), "error": call.error})
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    """Done-callback of the early progress mark: its error (if any) resurfaces at the stream's own progress call."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _raw(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
-    resp = Response.__new__(Response)
-    resp.status_code, resp.body, resp.background = status, body, None
-    resp.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
-    return resp

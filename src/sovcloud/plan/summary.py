@@ -210,22 +210,12 @@ def _demand_shortfalls(plan: Plan, threshold: float, limit: int) -> list[str]:  
 
 def print_summary(plan: Plan, console: Console, greedy: Plan | None = None) -> None:
     """The terminal summary of a plan (and its saving against the greedy baseline)."""
-    a, d, r = plan.arrays, plan.inputs.ds, plan.result
+    a, d = plan.arrays, plan.inputs.ds
     sc = plan.scenario
     periods = plan.inputs.periods
     console.print(f"[bold]Plan for {sc.name}[/bold]" + (f" under shocks {', '.join(sc.applied_shocks)}"
                                                         if sc.applied_shocks else ""))
-    gap = "n/a" if not np.isfinite(r.gap) else f"{r.gap:.2%}"
-    tco, pen = objective_parts(plan)
-    if plan.built_model.objective == "served":
-        console.print(f"solver: {r.source}, HiGHS status '{r.status}'; objective 'served' (unserved demand first): "
-                      f"penalties US${pen:,.1f}M, discounted TCO US${tco:,.1f}M; the solver's value "
-                      f"{r.objective:,.1f} (1,000 x penalties + 0.1 x TCO), bound {r.bound:,.1f}, gap {gap}; "
-                      f"solve {r.timings.get('total_s', 0):.1f} s")
-    else:
-        console.print(f"solver: {r.source}, HiGHS status '{r.status}'; objective US${r.objective:,.1f}M (discounted "
-                      f"TCO US${tco:,.1f}M + penalties US${pen:,.1f}M), bound US${r.bound:,.1f}M, gap {gap}; "
-                      f"solve {r.timings.get('total_s', 0):.1f} s")
+    console.print(_objective_line(plan), highlight=False)
 
     t = Table(title="Sites built, leased or expanded (new IT MW, cumulative)")
     for col in ["site", "kind", *[str(p) for p in periods], "opened"]:
@@ -293,6 +283,20 @@ def print_summary(plan: Plan, console: Console, greedy: Plan | None = None) -> N
         console.print("[bold]Shortfalls[/bold] (largest first):")
         for line in reasons:
             console.print(f"  - {line}", markup=False, highlight=False)
+
+
+def _objective_line(plan: Plan) -> str:
+    """The solver line: status, the objective in dollars (TCO and penalties), bound, gap, time."""
+    r = plan.result
+    gap = "n/a" if not np.isfinite(r.gap) else f"{r.gap:.2%}"
+    tco, pen = objective_parts(plan)
+    solve = f"solve {r.timings.get('total_s', 0):.1f} s"
+    if plan.built_model.objective == "served":
+        return (f"solver: {r.source}, HiGHS status '{r.status}'; objective 'served' (unserved demand first): "
+                f"penalties US${pen:,.1f}M, discounted TCO US${tco:,.1f}M; the solver's value {r.objective:,.1f} "
+                f"(1,000 x penalties + 0.1 x TCO), bound {r.bound:,.1f}, gap {gap}; {solve}")
+    return (f"solver: {r.source}, HiGHS status '{r.status}'; objective US${r.objective:,.1f}M (discounted TCO "
+            f"US${tco:,.1f}M + penalties US${pen:,.1f}M), bound US${r.bound:,.1f}M, gap {gap}; {solve}")
 
 
 def objective_parts(plan: Plan) -> tuple[float, float]:
