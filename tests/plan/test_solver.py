@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sovcloud.plan.inputs import plan_inputs
 from sovcloud.plan.model import build_model, trim_idle_servers
@@ -47,3 +48,24 @@ def test_trimming_never_adds_servers() -> None:
     trimmed = trim_idle_servers(bm, r.values)["servers"]
     assert bool((trimmed <= r["servers"].fillna(0).round() + 1e-9).all())
     assert float(trimmed.min()) >= 0
+
+
+def test_shadow_prices_predict_the_value_of_one_percent_more_power() -> None:
+    """The power duals come from the LP with only the site openings fixed: re-solving that LP with 1 % more power
+    at a binding site changes the objective by the dual x the extra MW, within 10 %."""
+    data = Path(__file__).parents[1] / "data" / "tiny_a.yaml"
+    pi = plan_inputs(compile(load_scenario(data)))
+    r = solve(build_model(pi).model, mip_gap=1e-9, time_limit_s=20)
+    power = r.duals["power"].fillna(0.0)
+    site, period = (str(x) for x in power.where(abs(power) == abs(power).max(), drop=True).stack(k=["site", "period"])
+                    .k.values[0])
+    dual = float(power.sel(site=site, period=int(period)))
+    assert abs(dual) > 1e-6, "no power limit binds: the check would be vacuous"
+    fixed = {"opened": r["opened"]} if "opened" in r.values else {}
+    base = solve_fixed(build_model(pi).model, fixed).objective
+    mw = float(pi.ds.installed_mw.sel(site=site, period=int(period)))
+    delta = 0.01 * mw
+    pi.ds["installed_mw"].loc[{"site": site, "period": int(period)}] = mw + delta
+    more = solve_fixed(build_model(pi).model, fixed).objective
+    assert more <= base + 1e-12
+    assert (base - more) == pytest.approx(abs(dual) * delta, rel=0.10)

@@ -14,7 +14,10 @@ Branch-and-bound on these models stalls at the root, so the solve has three stag
    down is always feasible: unserved demand absorbs the lost capacity). ``improve`` applied to it
    gives a second candidate; the better one is the incumbent.
 3. **MILP** with that incumbent given to HiGHS (``setSolution``), the time left and a relative gap.
-4. **Duals**: the LP with the plan's integer decisions fixed is re-solved for shadow prices.
+4. **Values and duals**: the LP with the plan's integer decisions fixed gives the plan's continuous values;
+   the LP with only its binary decisions (site openings) fixed, server counts continuous, gives the shadow
+   prices: what one more unit of each limit (a MW at a site, a dollar of budget, a server of supply) is
+   worth at the margin. With the server counts fixed too, binding limits would read about zero.
 
 The result reports the objective of the best plan, the best bound (the MILP's dual bound, or the
 LP bound when branch-and-bound produced nothing better) and the gap between them, honestly.
@@ -247,9 +250,12 @@ def solve(model: linopy.Model, *, time_limit_s: float = 60.0, mip_gap: float = 0
     bound = np.nanmax([lp_bound, mip_bound]) if np.isfinite(mip_bound) else lp_bound
     obj, x, source = _pick(best, found, used_fallback, status)
 
-    # duals of the LP with the integer decisions fixed at the plan: shadow prices of every limit
+    # the plan's continuous values with its integer decisions fixed; then the marginal values of every limit from
+    # the LP with only the binary decisions (site openings) fixed: with server counts fixed too, a binding power
+    # cap or budget is worth about nothing at the margin (no server could be added), which is not what it is worth
     t = time.perf_counter()
-    with_duals, x = _fixed_lp(h, cols, x)
+    _, x = _fixed_lp(h, cols, x)
+    with_duals = _marginal_lp(h, cols, x, binary_prefixes)
     timings["duals_s"] = time.perf_counter() - t
     bound = min(bound, obj) if np.isfinite(bound) else float("nan")
     return _result(model, h, cols.vlabels, status, obj, bound, x, timings, source, with_duals=with_duals)
@@ -363,6 +369,21 @@ def _pick(best: _Candidate | None, found: _Candidate | None, used_fallback: bool
     if found is not None:
         return found[0], found[1], "milp"
     raise SolveError(f"no feasible plan found (HiGHS status '{status}'); raise --time-limit")
+
+
+def _marginal_lp(h: highspy.Highs, cols: _Columns, x: NDArray[np.float64], binary_prefixes: tuple[str, ...]) -> bool:
+    """Solve the LP with only the binary columns fixed at ``x`` (servers continuous); True when its duals hold."""
+    ints = cols.integer
+    _set_integrality(h, ints, highspy.HighsVarType.kContinuous)
+    h.changeColsBounds(len(ints), ints, cols.lower[ints], cols.upper[ints])
+    binary = ints[np.isin(cols.names[ints], binary_prefixes)]
+    if len(binary):
+        v = np.round(x[binary])
+        h.changeColsBounds(len(binary), binary, v, v)
+    h.setOptionValue("solver", "simplex")
+    h.clearSolver()
+    _limit(h, 60.0)
+    return _run(h) == "Optimal"
 
 
 def _fixed_lp(h: highspy.Highs, cols: _Columns, x: NDArray[np.float64]) -> tuple[bool, NDArray[np.float64]]:
