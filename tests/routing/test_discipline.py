@@ -42,9 +42,10 @@ def test_for_batch_routes_only_into_spare_slots() -> None:
     assert route(t, idle.for_batch(), 0, 0, 0).reason == "ok"
 
 
-def test_a_backend_beyond_the_rtt_budget_is_a_last_resort() -> None:
+def test_a_backend_beyond_the_workload_rtt_budget_is_never_chosen() -> None:
     # backend 0 is 120 ms away but answers 30 ms sooner; backend 1 is 90 ms away: voice (budget 100 ms) takes 1,
-    # chat (no budget given) takes 0; with backend 1 full, voice falls back to 0 rather than being refused
+    # chat (no budget) takes 0; with backend 1 full voice is "saturated", never sent beyond its budget; with
+    # backend 1 gone it is "rtt_budget"
     t = RouteTable(zones=("z",), models=("m",), backend_ids=("far/m/c", "near/m/c"), backend_site=("far", "near"),
                    model=np.zeros(2, np.int64), allowed=np.ones((1, 2), bool), rtt_ms=np.array([[120.0, 90.0]]),
                    budget_ms=np.array([np.inf, 100.0]))
@@ -56,7 +57,14 @@ def test_a_backend_beyond_the_rtt_budget_is_a_last_resort() -> None:
     d = route_many(t, st_, np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64), np.array([0, 1]))
     assert d.backend.tolist() == [0, 1]
     st_.inflight[1] = 8.0
-    assert route(t, st_, 0, 0, 0, workload=1).backend == 0
+    assert route(t, st_, 0, 0, 0, workload=1).reason == "saturated"
+    st_.inflight[1], st_.healthy[1] = 0.0, False
+    assert route(t, st_, 0, 0, 0, workload=1).reason == "unhealthy"
+    far = RouteTable(zones=t.zones, models=t.models, backend_ids=t.backend_ids, backend_site=t.backend_site,
+                     model=t.model, allowed=np.array([[True, False]]), rtt_ms=t.rtt_ms, budget_ms=t.budget_ms)
+    assert route(far, st_, 0, 0, 0, workload=1).reason == "rtt_budget"
+    dm = route_many(far, st_, np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([1]))
+    assert dm.backend.tolist() == [-1] and dm.reason.tolist() == [6]
 
 
 def test_a_zone_keeps_to_the_sites_its_plan_sized_for_it_until_they_queue(world: Any) -> None:

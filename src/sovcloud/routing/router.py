@@ -22,12 +22,12 @@ Serving discipline: interactive work has strict priority, batch work is deferred
     work never waits behind them for its reserve (:meth:`LoadState.for_batch`).
 Decision for a request with data origin o, client zone z and model m
     C = {b : serves[m, b] and allowed[o, b]}        empty -> "no_backend" (m served nowhere) or "residency"
+    C = {b in C : rtt_ms[z, b] <= budget_ms[w]}     when the request's workload w is known (the simulator):
+                                                    empty -> "rtt_budget" (the planner leaves it unserved too)
     H = {b in C : healthy[b]}                       empty -> "unhealthy"
     A = {b in H : inflight[b] < limit[b]}           empty -> "saturated"
     wait_s[b]  = max(0, inflight[b] - slots[b] + 1) / slots[b] * service_s[b]   (FCFS over slots)
     score[b]   = rtt_ms[z, b] + 1000 (ttft_s[b] + wait_s[b])                   (expected ms to first token)
-                 + OVER_BUDGET_MS [rtt_ms[z, b] > budget_ms[w]]    (w: the request's workload, when known:
-                                                                    beyond its RTT budget only as a last resort)
                  + off_plan_ms[w, z, b]                             (half w's TTFT target where the plan sends
                                                                     (z, m, w) elsewhere: a zone keeps to the sites
                                                                     its plan sized for it until they queue that long)
@@ -55,7 +55,7 @@ __all__ = [
     "NO_BACKEND",
     "OFF_PLAN_SHARE",
     "OK",
-    "OVER_BUDGET_MS",
+    "RTT_BUDGET",
     "REASONS",
     "RESIDENCY",
     "SATURATED",
@@ -68,16 +68,14 @@ __all__ = [
     "route_many",
 ]
 
-OK, NO_BACKEND, RESIDENCY, UNHEALTHY, SATURATED, EXPIRED = 0, 1, 2, 3, 4, 5
-#: added to the score of a backend beyond the request's workload RTT budget: it is chosen only when no
-#: backend within the budget is available (a late answer over a refusal)
-OVER_BUDGET_MS = 1e6
+OK, NO_BACKEND, RESIDENCY, UNHEALTHY, SATURATED, EXPIRED, RTT_BUDGET = 0, 1, 2, 3, 4, 5, 6
 #: share of a workload's TTFT target a backend off the plan's flows costs: a zone spills off the sites its plan
 #: sized for it once their expected wait is half its target (before its requests would miss it)
 OFF_PLAN_SHARE = 0.5
-#: reason code -> machine-readable name (an index of this tuple is what the arrays carry); the router
-#: decides the first five; ``expired`` is deferred batch work whose deadline passed in its queue
-REASONS = ("ok", "no_backend", "residency", "unhealthy", "saturated", "expired")
+#: reason code -> machine-readable name (an index of this tuple is what the arrays carry); ``expired`` is
+#: deferred batch work whose deadline passed in its queue; ``rtt_budget``: every compliant backend is beyond the
+#: request's workload RTT budget (the planner leaves such demand unserved too)
+REASONS = ("ok", "no_backend", "residency", "unhealthy", "saturated", "expired", "rtt_budget")
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -248,15 +246,20 @@ def _off_plan(world: World, backends: Backends, flows: pd.DataFrame) -> FloatArr
     return out
 
 
-def _penalty(table: RouteTable, client: IntArray, workload: IntArray | None) -> FloatArray | float:
-    """Per [K, B]: OVER_BUDGET_MS beyond the request's workload RTT budget, plus the off-plan cost."""
+def _within(table: RouteTable, client: IntArray, workload: IntArray | None) -> BoolArray | bool:
+    """[K, B]: the backend is within the request's workload RTT budget (True where the workload is not known)."""
     if workload is None or not len(table.budget_ms):
+        return True
+    budget = np.where(workload >= 0, table.budget_ms[np.maximum(workload, 0)], np.inf)
+    out: BoolArray = table.rtt_ms[client] <= budget[:, None]
+    return out
+
+
+def _penalty(table: RouteTable, client: IntArray, workload: IntArray | None) -> FloatArray | float:
+    """Per [K, B]: the off-plan cost of a backend (0 without the plan's flows or a known workload)."""
+    if workload is None or not table.off_plan_ms.size:
         return 0.0
-    w = np.maximum(workload, 0)
-    budget = np.where(workload >= 0, table.budget_ms[w], np.inf)
-    out: FloatArray = np.where(table.rtt_ms[client] > budget[:, None], OVER_BUDGET_MS, 0.0)
-    if table.off_plan_ms.size:
-        out = out + np.where((workload >= 0)[:, None], table.off_plan_ms[w, client], 0.0)
+    out: FloatArray = np.where((workload >= 0)[:, None], table.off_plan_ms[np.maximum(workload, 0), client], 0.0)
     return out
 
 
@@ -264,7 +267,8 @@ def _decide(table: RouteTable, state: LoadState, origin: IntArray, client: IntAr
             model: IntArray, workload: IntArray | None = None) -> tuple[IntArray, IntArray, FloatArray]:
     """The decision of the module docstring for K keys at once ([K] arrays in, [K] arrays out)."""
     serves = table.model[None, :] == model[:, None]  # [K, B]
-    compliant = serves & table.allowed[origin]
+    allowed = serves & table.allowed[origin]
+    compliant = allowed & _within(table, client, workload)
     healthy = compliant & state.healthy[None, :]
     avail = healthy & (state.inflight < state.limit)[None, :]
     score = table.rtt_ms[client] + 1000.0 * (state.ttft_s + state.wait_s())[None, :] \
@@ -274,8 +278,8 @@ def _decide(table: RouteTable, state: LoadState, origin: IntArray, client: IntAr
     expected = score[np.arange(len(best)), best]
     ok = np.isfinite(expected)
     reason = np.select(
-        [ok, healthy.any(1), compliant.any(1), serves.any(1)],
-        [OK, SATURATED, UNHEALTHY, RESIDENCY],
+        [ok, healthy.any(1), compliant.any(1), allowed.any(1), serves.any(1)],
+        [OK, SATURATED, UNHEALTHY, RTT_BUDGET, RESIDENCY],
         default=NO_BACKEND,
     )
     return np.where(ok, best, -1).astype(np.int64), reason.astype(np.int64), expected
@@ -311,8 +315,11 @@ def route(table: RouteTable, state: LoadState, origin: int, client: int, model: 
     rtt = table.rtt_ms[client]
     budget = float(table.budget_ms[workload]) if 0 <= workload < len(table.budget_ms) else np.inf
     off = table.off_plan_ms[workload, client] if table.off_plan_ms.size and workload >= 0 else None
-    best, best_score, any_healthy = -1, np.inf, False
+    best, best_score, any_healthy, any_within = -1, np.inf, False, False
     for b in table.candidates(origin, model):
+        if rtt[b] > budget:
+            continue
+        any_within = True
         if not state.healthy[b] or (exclude is not None and exclude[b]):
             continue
         any_healthy = True
@@ -320,8 +327,7 @@ def route(table: RouteTable, state: LoadState, origin: int, client: int, model: 
         if inflight >= state.limit[b]:
             continue
         wait = max(inflight - slots + 1.0, 0.0) / max(slots, 1.0) * state.service_s[b]
-        score = rtt[b] + 1000.0 * (state.ttft_s[b] + wait) + (OVER_BUDGET_MS if rtt[b] > budget else 0.0) \
-            + (float(off[b]) if off is not None else 0.0)
+        score = rtt[b] + 1000.0 * (state.ttft_s[b] + wait) + (float(off[b]) if off is not None else 0.0)
         if score < best_score:
             best, best_score = b, score
     if best >= 0:
@@ -329,8 +335,10 @@ def route(table: RouteTable, state: LoadState, origin: int, client: int, model: 
                         backend_id=table.backend_ids[best], site=table.backend_site[best])
     if any_healthy:
         code = SATURATED
-    elif table.candidates(origin, model):
+    elif any_within:
         code = UNHEALTHY
+    elif table.candidates(origin, model):
+        code = RTT_BUDGET
     else:
         code = RESIDENCY if bool((table.model == model).any()) else NO_BACKEND
     return Decision(backend=-1, reason=REASONS[code], expected_ms=float("inf"), backend_id=None, site=None)
