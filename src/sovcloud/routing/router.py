@@ -28,9 +28,9 @@ Decision for a request with data origin o, client zone z and model m
     A = {b in H : inflight[b] < limit[b]}           empty -> "saturated"
     wait_s[b]  = max(0, inflight[b] - slots[b] + 1) / slots[b] * service_s[b]   (FCFS over slots)
     score[b]   = rtt_ms[z, b] + 1000 (ttft_s[b] + wait_s[b])                   (expected ms to first token)
-                 + off_plan_ms[w, z, b]                             (half w's TTFT target where the plan sends
-                                                                    (z, m, w) elsewhere: a zone keeps to the sites
-                                                                    its plan sized for it until they queue that long)
+                 + off_plan_ms[w, z, b]                             (up to half w's TTFT target, by how little of
+                                                                    (z, m, w) the plan sends to b's site: a zone
+                                                                    keeps to the sites its plan sized for it)
     choose argmin_{b in A} score[b]  (ties: the lowest index, so decisions are deterministic)
 :func:`route_many` decides a whole batch of requests against one state (vectorised over the distinct
 (o, z, m) keys of the batch); :func:`route` is the same computation for one request, with an
@@ -94,8 +94,9 @@ class RouteTable:
     allowed: BoolArray  # [o, b] residency: may data of origin zone o be processed at backend b
     rtt_ms: FloatArray  # [z, b]
     budget_ms: FloatArray = field(default_factory=lambda: np.zeros(0))  # [w] RTT budget of each workload (inf: none)
-    # [w, z, b] extra ms of a backend the plan does not send (z, w)'s demand to (OFF_PLAN_SHARE x the TTFT target of
-    # w; 0 where the plan sends it there or sends (z, m, w) nowhere); empty: no plan preference
+    # [w, z, b] extra ms of a backend by how little of (z, w)'s demand the plan sends there: OFF_PLAN_SHARE x the
+    # TTFT target of w x (1 - served there / served at the zone's main site); 0 at the main site and where the plan
+    # sends (z, m, w) nowhere; empty: no plan preference
     off_plan_ms: FloatArray = field(default_factory=lambda: np.zeros((0, 0, 0)))
     _candidates: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -228,21 +229,22 @@ def _off_plan(world: World, backends: Backends, flows: pd.DataFrame) -> FloatArr
     wl, zones = [str(w) for w in ds.workload.values], list(world.zones)
     W, Z, B = len(wl), len(zones), len(backends)
     f = flows[(flows["period"] == backends.period) & (flows["served_mtok_day"] > 0)]
-    planned = np.zeros((W, Z, len(backends.sites), len(backends.models)), dtype=bool)
+    planned = np.zeros((W, Z, len(backends.sites), len(backends.models)))  # Mtok/day the plan serves there
     w_i = {w: i for i, w in enumerate(wl)}
     z_i = {z: i for i, z in enumerate(zones)}
     s_i = {s: i for i, s in enumerate(backends.sites)}
     m_i = {m: i for i, m in enumerate(backends.models)}
     keep = f["workload"].isin(w_i) & f["zone"].isin(z_i) & f["site"].isin(s_i) & f["model"].isin(m_i)
     f = f[keep]
-    planned[f["workload"].map(w_i).to_numpy(), f["zone"].map(z_i).to_numpy(), f["site"].map(s_i).to_numpy(),
-            f["model"].map(m_i).to_numpy()] = True
+    np.add.at(planned, (f["workload"].map(w_i).to_numpy(), f["zone"].map(z_i).to_numpy(),
+                        f["site"].map(s_i).to_numpy(), f["model"].map(m_i).to_numpy()),
+              f["served_mtok_day"].to_numpy(dtype=np.float64))
     at_b = planned[:, :, backends.site, backends.model]  # [w, z, b]
-    somewhere: BoolArray = np.asarray(planned.any(axis=2))  # [w, z, m]
-    anywhere = somewhere[:, :, backends.model]  # [w, z, b]: the plan sends (z, model(b), w) somewhere
+    main: FloatArray = np.asarray(planned.max(axis=2))[:, :, backends.model]  # [w, z, b]: the zone's main site
+    share = np.divide(at_b, main, out=np.zeros_like(at_b), where=main > 0)
     ttft = np.nan_to_num(ds.workload_ttft_s.values.astype(np.float64), nan=0.0) * 1000.0
-    off = OFF_PLAN_SHARE * ttft[:, None, None]
-    out: FloatArray = np.where(anywhere & ~at_b, off, 0.0) if B else np.zeros((W, Z, 0))
+    off = OFF_PLAN_SHARE * ttft[:, None, None] * (1.0 - share)
+    out: FloatArray = np.where(main > 0, off, 0.0) if B else np.zeros((W, Z, 0))
     return out
 
 
