@@ -21,22 +21,24 @@ def world(scenario: Scenario) -> World:
     return compile(scenario)
 
 
+def _solved(tmp: pytest.TempPathFactory, name: str) -> Path:
+    """tests/data/<name>.yaml solved and written by ``write_plan`` into a fresh folder."""
+    src = str(Path(__file__).parent / "data" / f"{name}.yaml")
+    out = tmp.mktemp(name.replace("_", ""))
+    write_plan(make_plan(load_scenario(src)), out, source=src)
+    return out
+
+
 @pytest.fixture(scope="session")
 def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A solved plan of tests/data/tiny_a.yaml written by ``write_plan`` (read-only for the tests)."""
-    src = str(Path(__file__).parent / "data" / "tiny_a.yaml")
-    out = tmp_path_factory.mktemp("tinyplan")
-    write_plan(make_plan(load_scenario(src)), out, source=src)
-    return out
+    return _solved(tmp_path_factory, "tiny_a")
 
 
 @pytest.fixture(scope="session")
 def served_plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A solved plan of tests/data/tiny_served.yaml (tiny_a with the default serving headroom), read-only."""
-    src = str(Path(__file__).parent / "data" / "tiny_served.yaml")
-    out = tmp_path_factory.mktemp("servedplan")
-    write_plan(make_plan(load_scenario(src)), out, source=src)
-    return out
+    return _solved(tmp_path_factory, "tiny_served")
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from sovcloud.plan.make import make_plan
 from sovcloud.routing.router import EXPIRED, SATURATED
 from sovcloud.scenario.loader import load_scenario
 from sovcloud.sim.deferred import BatchQueue
-from sovcloud.sim.kernels import CZ_ARRIVALS, CZ_INFLIGHT, CZ_LOST, CZ_SERVED
+from sovcloud.sim.kernels import CZ_ARRIVALS, CZ_INFLIGHT, CZ_SERVED
 from sovcloud.sim.output import build_outputs
 from sovcloud.sim.run import SimConfig, SimRun, simulate
+from tests.support.sim import conserved
 
 
 def _queue(n_keys: int, capacity: int = 2) -> BatchQueue:
@@ -59,18 +60,11 @@ def _run(plan_dir: Path, **kw: object) -> SimRun:
     return simulate(plan_dir, SimConfig(**base))  # type: ignore[arg-type]
 
 
-def _conserved(run: SimRun) -> None:
-    e = run.engine
-    accounted = e.cz[CZ_SERVED] + e.rej.sum(axis=2) + e.cz[CZ_LOST] + e.cz[CZ_INFLIGHT]
-    np.testing.assert_array_equal(e.cz[CZ_ARRIVALS], accounted)
-    assert int(e.cz[CZ_ARRIVALS].sum()) == run.requests > 0
-
-
 def test_the_plan_survives_its_own_simulator(served_plan_dir: Path) -> None:
     """plan -> simulate on a small scenario: every workload meets its SLO (batch: its deadline) for >= 95 % of
     its requests, < 0.5 % are rejected as saturated, and the simulator serves what the plan says it serves."""
     run = _run(served_plan_dir, hours=24.0, sample=0.02)
-    _conserved(run)
+    conserved(run)
     s = build_outputs(run).summary
     plan = json.loads((served_plan_dir / "plan.json").read_text())
     period = str(run.backends.period)
@@ -95,7 +89,7 @@ def test_interactive_work_goes_first_when_the_fleet_is_short(served_plan_dir: Pa
     sites = [s["site"] for s in json.loads((served_plan_dir / "plan.json").read_text())["sites"]]
     shocks = tuple(f"power-cut:{s}:0.45" for s in sites)
     run = _run(served_plan_dir, hours=3.0, shocks=shocks)
-    _conserved(run)
+    conserved(run)
     s = build_outputs(run).summary
     att = s["slo_attainment"]
     assert att["chat"] >= 0.9, att
@@ -117,7 +111,7 @@ def test_batch_past_its_deadline_expires(tmp_path: Path) -> None:
     write_plan(make_plan(load_scenario(str(path))), tmp_path / "plan", source=str(path))
     sites = [s["site"] for s in json.loads((tmp_path / "plan" / "plan.json").read_text())["sites"]]
     run = _run(tmp_path / "plan", hours=1.0, shocks=tuple(f"power-cut:{s}:0.05" for s in sites))
-    _conserved(run)
+    conserved(run)
     batch = list(run.world.ds.workload.values).index("batch")
     expired = int(run.engine.rej[:, batch, EXPIRED].sum())
     assert expired > 0

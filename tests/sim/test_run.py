@@ -11,10 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sovcloud.routing.router import OK, SATURATED, UNHEALTHY, LoadState, RouteTable
-from sovcloud.sim.kernels import CZ_ARRIVALS, CZ_INFLIGHT, CZ_LOST, CZ_SERVED
+from sovcloud.sim.kernels import CZ_ARRIVALS
 from sovcloud.sim.output import build_outputs, write_outputs
 from sovcloud.sim.route import decide_tick
 from sovcloud.sim.run import SimConfig, SimRun, simulate
+from tests.support.sim import conserved
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -25,17 +26,9 @@ def _run(plan_dir: Path, **kw: object) -> SimRun:
     return simulate(plan_dir, SimConfig(**base))  # type: ignore[arg-type]
 
 
-def _conserved(run: SimRun) -> None:
-    e = run.engine
-    arrivals = e.cz[CZ_ARRIVALS]
-    accounted = e.cz[CZ_SERVED] + e.rej.sum(axis=2) + e.cz[CZ_LOST] + e.cz[CZ_INFLIGHT]
-    np.testing.assert_array_equal(arrivals, accounted)  # per zone and workload, hence per zone and overall
-    assert int(arrivals.sum()) == run.requests > 0
-
-
 def test_conservation_per_zone_and_overall(plan_dir: Path) -> None:
     run = _run(plan_dir)
-    _conserved(run)
+    conserved(run)
     s = build_outputs(run).summary
     r = s["requests"]
     assert r["arrivals"] == r["served"] + r["rejected"] + r["lost"] + r["in_flight"]
@@ -86,7 +79,7 @@ def test_outage_of_every_compliant_site_rejects_with_reason_and_never_crosses_re
     # EU zones may only be served in the EU (de-fra, fr-par); both go down 6 minutes in
     run = _run(plan_dir, hours=0.3, shocks=("outage:de-fra@0.1h", "outage:fr-par@0.1h"))
     s = build_outputs(run).summary
-    _conserved(run)
+    conserved(run)
     assert s["residency_violations"] == 0
     assert s["rejections"]["unhealthy"] > 0 and s["requests"]["lost"] > 0
     zones, sites = run.world.zones, run.world.sites
@@ -107,7 +100,7 @@ def test_power_cut_surge_and_embargo(plan_dir: Path) -> None:
     embargo = _run(plan_dir, hours=0.2, shocks=("embargo:*@0.05h",))
     s = build_outputs(embargo).summary
     assert s["rejections"]["unhealthy"] > 0 and s["requests"]["lost"] > 0 and s["residency_violations"] == 0
-    _conserved(embargo)
+    conserved(embargo)
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -117,7 +110,7 @@ def test_power_cut_surge_and_embargo(plan_dir: Path) -> None:
 def test_property_no_served_request_crosses_residency(plan_dir: Path, seed: int, tick: float,
                                                       shocks: list[str]) -> None:
     run = _run(plan_dir, hours=0.15, seed=seed, tick_s=tick, shocks=tuple(shocks))
-    _conserved(run)
+    conserved(run)
     allowed = run.world.ds.residency.transpose("zone", "site").values
     assert run.engine.routed[~allowed].sum() == 0
     assert build_outputs(run).summary["residency_violations"] == 0
