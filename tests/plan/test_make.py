@@ -463,3 +463,18 @@ def test_the_served_objective_reports_dollars_not_its_scaled_value() -> None:
     console = Console(record=True, width=200)
     print_summary(plan, console)
     assert f"discounted TCO US${tco:,.1f}M" in console.export_text()
+
+
+def test_same_inputs_and_a_no_op_overlay_give_the_same_plan_bit_for_bit() -> None:
+    from sovcloud.plan.io import plan_document
+    from sovcloud.scenario.shocks import parse_shock
+
+    sc = load_scenario(DATA / "tiny_b.yaml")
+
+    def decided(opts: PlanOptions) -> dict[str, object]:
+        doc = plan_document(make_plan(sc, opts))
+        return {k: doc[k] for k in ("decisions", "served_share", "costs_musd", "discounted_cost_musd", "shortfalls")}
+
+    base = decided(PlanOptions())
+    assert decided(PlanOptions()) == base
+    assert decided(PlanOptions(shocks=[parse_shock("surge:DE:1.0")])) == base
