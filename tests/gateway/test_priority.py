@@ -141,3 +141,36 @@ def test_a_waiter_that_leaves_does_not_swallow_the_wake_up() -> None:
         return b.done() and not b.cancelled() and len(line) == 0
 
     assert run(go())
+
+
+def test_a_woken_waiter_that_leaves_hands_its_wake_up_on_and_a_wake_wakes_only_a_few(monkeypatch: Any) -> None:
+    from sovcloud.gateway import deferral
+    from sovcloud.gateway.deferral import WAKE_PER_LEAVE, DeferredLine
+
+    async def go() -> tuple[bool, int, bool]:
+        line = DeferredLine()
+        deadline = line._clock() + 5.0
+        a = asyncio.ensure_future(line.wait(deadline))
+        b = asyncio.ensure_future(line.wait(deadline))
+        await asyncio.sleep(0)
+        line.wake(1)  # a is woken ...
+        a.cancel()  # ... and its client leaves: either a still takes the wake-up (and routes) or b gets it
+        for _ in range(5):
+            await asyncio.sleep(0)
+        not_lost = (a.done() and not a.cancelled()) or b.done()
+        b.cancel()
+        many = [asyncio.ensure_future(line.wait(deadline)) for _ in range(10)]
+        await asyncio.sleep(0)
+        line.wake()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        woken = sum(f.done() for f in many)
+        monkeypatch.setattr(deferral, "RECHECK_S", 0.01)
+        lone = asyncio.ensure_future(line.wait(deadline))
+        await asyncio.wait_for(lone, timeout=1.0)  # no wake-up at all: it routes again after RECHECK_S
+        for f in many:
+            f.cancel()
+        return not_lost, woken, lone.done()
+
+    handed_on, woken, rechecked = run(go())
+    assert handed_on and woken == WAKE_PER_LEAVE and rechecked
