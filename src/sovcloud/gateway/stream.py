@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from sovcloud.errors import LedgerError, UpstreamError
 from sovcloud.gateway.upstream import UpstreamResponse
@@ -123,17 +123,6 @@ class StreamResponse(Response):
         self._progress, self._finish = progress, finish
         self._gone = False
         self._keepalive_s = keepalive_s
-        self._sent = 0  # body messages sent, so the keep-alive task sees whether the stream moved
-
-    async def _keepalive(self, send: Send, lock: asyncio.Lock) -> None:
-        """An SSE comment after every ``keepalive_s`` in which no event was sent (a slow prefill, a long tool call)."""
-        seen = -1
-        while True:
-            await asyncio.sleep(self._keepalive_s)
-            if self._sent == seen and not self._gone:
-                async with lock:
-                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
-            seen = self._sent
 
     async def _watch(self, receive: Receive) -> None:
         while True:
@@ -147,15 +136,12 @@ class StreamResponse(Response):
         delivered, completed, error = 0, False, None
         loop = asyncio.get_running_loop()
         watcher = loop.create_task(self._watch(receive))
-        lock = asyncio.Lock()
-        beat = loop.create_task(self._keepalive(send, lock))
+        beat = _Beat(loop, send, self._keepalive_s)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             try:
                 await self._progress(self._first_tokens)
-                async with lock:
-                    await send({"type": "http.response.body", "body": self._first, "more_body": True})
-                self._sent += 1
+                await beat.send({"type": "http.response.body", "body": self._first, "more_body": True})
                 delivered = self._first_tokens
                 async for chunk in self._up.chunks():
                     out, n = self._relay.feed(chunk)
@@ -165,9 +151,12 @@ class StreamResponse(Response):
                         await self._progress(delivered + n)
                     if self._gone:
                         break
-                    async with lock:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
-                    self._sent += 1
+                    if beat.task is not None:  # a keep-alive comment is going out: the event follows it
+                        await beat.drain()
+                    beat.sending = True
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                    beat.sending = False
+                    beat.sent += 1
                     delivered += n
                 completed = not self._gone
                 tail = self._relay.flush()
@@ -179,17 +168,66 @@ class StreamResponse(Response):
             except LedgerError as exc:
                 error = "ledger_unavailable"
                 tail = _error_event(f"Metering is unavailable ({exc}); the stream was stopped.", "ledger_unavailable")
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await beat.stop()
             if not self._gone:
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
             else:
                 error = error or "client_disconnected"
         finally:
-            for task in (beat, watcher):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await beat.stop()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             self._up.close()
             await self._finish(delivered, completed, error)
+
+
+class _Beat:
+    """The keep-alive comments of one stream: a timer (no task until one is due) that sends an SSE comment when
+    no event went out in the last ``every`` seconds. It never sends while the stream is sending (``sending``), and
+    the stream waits for a comment in flight (``task``) before its next event, so the two never interleave."""
+
+    __slots__ = ("_every", "_loop", "_seen", "_send", "_timer", "sending", "sent", "stopped", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send, every: float) -> None:
+        self._loop, self._send, self._every = loop, send, every
+        self.sent, self._seen, self.stopped, self.sending = 0, -1, False, False  # events sent; as of the last tick
+        self.task: asyncio.Task[None] | None = None
+        self._timer = loop.call_later(every, self._tick)
+
+    def _tick(self) -> None:
+        if self.stopped:
+            return
+        if self.sent == self._seen and not self.sending and self.task is None:
+            self.task = self._loop.create_task(self._comment())
+        self._seen = self.sent
+        self._timer = self._loop.call_later(self._every, self._tick)
+
+    async def _comment(self) -> None:
+        try:
+            await self._send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+        finally:
+            self.task = None
+
+    async def drain(self) -> None:
+        """Wait for the comment in flight, if any."""
+        task = self.task
+        if task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
+
+    async def send(self, message: Message) -> None:
+        """Send one of the stream's own messages after any comment in flight."""
+        await self.drain()
+        self.sending = True
+        try:
+            await self._send(message)
+        finally:
+            self.sending = False
+        self.sent += 1
+
+    async def stop(self) -> None:
+        """No more comments; a comment being sent is let finish (the stream's last message comes after it)."""
+        self.stopped = True
+        self._timer.cancel()
+        await self.drain()
