@@ -18,15 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.table import Table
 
 from sovcloud.geo import countries
 from sovcloud.plan.make import Plan
 from sovcloud.plan.solver import evaluate
+from sovcloud.world.compiled import World
 
 __all__ = ["Checks", "check_plan", "explain_shortfalls", "latency_percentiles", "objective_parts", "print_summary",
-           "renewable_misses", "served_shares"]
+           "renewable_misses", "served_shares", "zone_continents"]
 
 CONTINENTS = {"AS": "Asia", "EU": "Europe", "NA": "North America", "SA": "South America", "AF": "Africa",
               "OC": "Oceania", "AN": "Antarctica"}
@@ -61,14 +63,20 @@ def check_plan(plan: Plan) -> Checks:
     return Checks(residency, latency, export, power, budget_ok)
 
 
+def zone_continents(world: World) -> NDArray[np.str_]:
+    """The continent name of each demand zone of ``world`` ("?" where its country is not known)."""
+    table = countries()
+    out: NDArray[np.str_] = np.array([CONTINENTS.get(table[str(c)].continent, "?") if str(c) in table else "?"
+                                      for c in world.ds.zone_country.values])
+    return out
+
+
 def served_shares(plan: Plan) -> xr.Dataset:
     """Served share of demand by workload and period, and by continent and period."""
     a = plan.arrays
     served = a.served_mtok_day.sum(["site", "model"])  # [zone, workload, period]
     unserved = a.unserved_mtok_day.sum("model")
-    table = countries()
-    cont = np.array([CONTINENTS.get(table[str(c)].continent, "?") if str(c) in table else "?"
-                     for c in plan.world.ds.zone_country.values])
+    cont = zone_continents(plan.world)
     total = served + unserved
     by_w = served.sum("zone") / total.sum("zone").where(total.sum("zone") > 0)
     groups = xr.DataArray(cont, dims="zone", name="continent")

@@ -23,8 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 from rich.table import Table
 
-from sovcloud.geo import countries
-from sovcloud.plan.summary import CONTINENTS
+from sovcloud.plan.summary import zone_continents
 from sovcloud.routing.router import SATURATED
 from sovcloud.sim import kernels as k
 from sovcloud.sim.run import SimRun
@@ -110,9 +109,7 @@ def check_run(run: SimRun, *, target: float = 0.95, max_saturated: float = 0.005
         r = _row("workload", w, _planned(share, "by_workload", w, index), e, rej, every, i)
         if r is not None:
             rows.append(r)
-    table = countries()
-    cont = np.array([CONTINENTS.get(table[str(c)].continent, "?") if str(c) in table else "?"
-                     for c in run.world.ds.zone_country.values])
+    cont = zone_continents(run.world)
     for c in sorted(set(cont.tolist())):
         r = _row("continent", c, _planned(share, "by_continent", c, index), e, rej, cont == c, slice(None))
         if r is not None:
