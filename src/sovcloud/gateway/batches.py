@@ -108,6 +108,7 @@ class BatchRunner:
         self.files, self.run_line, self.tenants = files, run_line, tenants
         self.concurrency, self.max_lines, self.clock, self.retry_s = concurrency, max_lines, clock, retry_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancelling: set[str] = set()  # batches asked to stop: their lines check this, not the disk
 
     # ---- the state on disk -----------------------------------------------------------------------
     def _dir(self, tenant: str) -> Path:
@@ -168,6 +169,7 @@ class BatchRunner:
         if batch["status"] in ("validating", "in_progress"):
             batch.update(status="cancelling", cancelling_at=int(self.clock()))
             self._save(tenant.id, batch)
+            self._cancelling.add(batch_id)
         return _public(batch)
 
     async def resume(self) -> int:
@@ -178,6 +180,8 @@ class BatchRunner:
                 batch = orjson.loads(path.read_bytes())
                 tenant = self.tenants(batch["tenant"])
                 if batch["status"] in ("in_progress", "finalizing", "cancelling") and tenant is not None:
+                    if batch["status"] == "cancelling":
+                        self._cancelling.add(batch["id"])
                     self._start(tenant, batch)
                     n += 1
         return n
@@ -235,7 +239,7 @@ class BatchRunner:
         with open(out_path, "ab") as out, open(err_path, "ab") as err:
             async def one(line: dict[str, Any]) -> None:
                 async with gate:
-                    if self.get(tenant.id, batch_id)["status"] == "cancelling":
+                    if batch_id in self._cancelling:
                         return
                     record, ok = await self._line(tenant, batch, line)
                     if record is None:
@@ -271,7 +275,7 @@ class BatchRunner:
                 return {"id": rid, "custom_id": line["custom_id"], "error": None,
                         "response": {"status_code": status, "request_id": request_id, "body": parsed}}, \
                     200 <= status < 300
-            if self.get(tenant.id, batch["id"])["status"] == "cancelling":
+            if batch["id"] in self._cancelling:
                 return None, False
             await asyncio.sleep(max(wait_s, self.retry_s))
 
@@ -291,6 +295,7 @@ class BatchRunner:
         batch["request_counts"] = {"total": total, "completed": completed, "failed": failed}
         if batch["status"] == "cancelling":
             batch.update(status="cancelled", cancelled_at=now)
+            self._cancelling.discard(batch_id)
         elif expired:
             batch.update(status="expired", expired_at=now)
         else:
