@@ -32,7 +32,7 @@ from sovcloud.errors import PlanFileError
 from sovcloud.scenario.catalog import Accelerator, ModelArch
 from sovcloud.vocab import PLAN_SCHEMA
 from sovcloud.world.compiled import World
-from sovcloud.world.serving import deployment_service, model_services
+from sovcloud.world.serving import Deployment, deployment_service, model_services
 
 __all__ = ["Backends", "PlanDeployment", "PlanDocument", "PlanSite", "backends_for", "load_plan"]
 
@@ -168,6 +168,7 @@ def backends_for(doc: PlanDocument, world: World, period: int | None = None) -> 
     model_by_id: dict[str, ModelArch] = {x.id: x for x in world.scenario.models}
     chip_by_id: dict[str, Accelerator] = {x.id: x for x in world.scenario.accelerators}
     rows: list[tuple[Any, ...]] = []
+    engines: dict[tuple[str, str, int], Deployment | None] = {}
     for dep in doc.decisions.deployments:
         if dep.period != per or dep.tp < 1:
             continue
@@ -181,7 +182,10 @@ def backends_for(doc: PlanDocument, world: World, period: int | None = None) -> 
         if c is None:
             raise PlanFileError(f"plan deployment {dep.site}/{dep.model}: chip '{dep.chip}' is not in scenario "
                                 f"'{world.scenario.name}'; fix: simulate the plan with the scenario it was made from")
-        served = deployment_service(world, services[dep.model], model_by_id[dep.model], c, dep.tp)
+        key = (dep.model, dep.chip, dep.tp)
+        if key not in engines:  # one engine type serves every site that deploys it
+            engines[key] = deployment_service(world, services[dep.model], model_by_id[dep.model], c, dep.tp)
+        served = engines[key]
         if served is None:
             continue
         pt = served.point
